@@ -1,0 +1,195 @@
+"""The validated configuration, as the rest of cyvoy sees it.
+
+The loader (`proxy.config.loader`) turns Envoy v3 bootstrap YAML/JSON into these objects. Every
+default here is Envoy's (see ../shared/reference/envoy-cluster-management.md) unless a comment
+says otherwise. Durations are float seconds; 0 means "disabled" where Envoy says so.
+Nothing here is used per request in its Python form: the worker compiles what it needs at start.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+
+@dataclass(slots=True)
+class HeaderValueOption:
+    """`request_headers_to_add` / `response_headers_to_add` entry (config.core.v3.HeaderValueOption)."""
+    key: str            # lower-cased
+    value: str
+    # Envoy's append_action: APPEND_IF_EXISTS_OR_ADD (default), ADD_IF_ABSENT,
+    # OVERWRITE_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS. The deprecated `append: bool` maps onto it.
+    append_action: str = "APPEND_IF_EXISTS_OR_ADD"
+
+
+@dataclass(slots=True)
+class HeaderEdits:
+    """Header additions and removals at one level (route_config, virtual host or route)."""
+    request_headers_to_add: list[HeaderValueOption] = field(default_factory=list)
+    request_headers_to_remove: list[str] = field(default_factory=list)   # lower-cased
+    response_headers_to_add: list[HeaderValueOption] = field(default_factory=list)
+    response_headers_to_remove: list[str] = field(default_factory=list)  # lower-cased
+
+
+@dataclass(slots=True)
+class HeaderMatcher:
+    """route.v3.HeaderMatcher: exactly one of the match kinds is set."""
+    name: str                           # lower-cased
+    kind: str                           # "exact" | "prefix" | "suffix" | "contains" | "present" | "regex"
+    value: Union[str, bool, None] = None  # str for string kinds, bool for present
+    regex: Optional[re.Pattern] = None  # compiled, for kind == "regex" (full match, as RE2 in Envoy)
+    invert_match: bool = False
+    ignore_case: bool = False           # from string_match.ignore_case
+
+
+@dataclass(slots=True)
+class RouteMatch:
+    kind: str                           # "prefix" | "path" | "safe_regex"
+    value: str                          # the prefix / path / regex source
+    regex: Optional[re.Pattern] = None  # compiled, kind == "safe_regex" (full match of the path without query)
+    case_sensitive: bool = True
+    headers: list[HeaderMatcher] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class WeightedCluster:
+    name: str
+    weight: int
+    edits: HeaderEdits = field(default_factory=HeaderEdits)
+
+
+@dataclass(slots=True)
+class RouteAction:
+    cluster: Optional[str] = None                         # exactly one of cluster / weighted_clusters
+    weighted_clusters: list[WeightedCluster] = field(default_factory=list)
+    total_weight: int = 0                                 # 0: sum of weights (Envoy's default since v1.21)
+    timeout: float = 15.0                                 # route timeout; 0 disables
+    prefix_rewrite: Optional[str] = None
+    host_rewrite_literal: Optional[str] = None
+    auto_host_rewrite: bool = False
+
+
+@dataclass(slots=True)
+class DirectResponse:
+    status: int
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class Redirect:
+    """route.v3.RedirectAction. None means "keep the request's"."""
+    host_redirect: Optional[str] = None
+    port_redirect: Optional[int] = None
+    scheme_redirect: Optional[str] = None    # https_redirect: true sets "https"
+    path_redirect: Optional[str] = None
+    prefix_rewrite: Optional[str] = None
+    response_code: int = 301                 # MOVED_PERMANENTLY 301, FOUND 302, SEE_OTHER 303, TEMPORARY_REDIRECT 307, PERMANENT_REDIRECT 308
+    strip_query: bool = False
+
+
+@dataclass(slots=True)
+class Route:
+    name: str
+    match: RouteMatch
+    action: Union[RouteAction, DirectResponse, Redirect]
+    edits: HeaderEdits = field(default_factory=HeaderEdits)
+
+
+@dataclass(slots=True)
+class VirtualHost:
+    name: str
+    domains: list[str]                       # lower-cased, as written ("*", "*.x.com", "x.*", "x.com", "x.com:80")
+    routes: list[Route]
+    edits: HeaderEdits = field(default_factory=HeaderEdits)
+
+
+@dataclass(slots=True)
+class RouteConfiguration:
+    name: str
+    virtual_hosts: list[VirtualHost]
+    edits: HeaderEdits = field(default_factory=HeaderEdits)
+
+
+@dataclass(slots=True)
+class HttpConnectionManager:
+    stat_prefix: str
+    route_config: RouteConfiguration
+    codec_type: str = "AUTO"                 # AUTO | HTTP1 (HTTP2/HTTP3 refused until the protocols issue)
+    http_filters: list[str] = field(default_factory=lambda: ["envoy.filters.http.router"])
+    max_request_headers_kb: int = 60
+    idle_timeout: float = 3600.0             # common_http_protocol_options.idle_timeout; 0 disables
+    request_headers_timeout: float = 10.0    # cyvoy's default (Envoy has none); 0 disables
+    stream_idle_timeout: float = 300.0
+    request_timeout: float = 0.0             # Envoy default: disabled
+    use_remote_address: bool = False
+    xff_num_trusted_hops: int = 0
+    generate_request_id: bool = True
+    server_name: str = "cyvoy"               # Envoy says "envoy"; we are not Envoy
+
+
+@dataclass(slots=True)
+class TlsCertificate:
+    certificate_chain: bytes                 # PEM, read from filename or inline_string at load time
+    private_key: bytes
+
+
+@dataclass(slots=True)
+class DownstreamTls:
+    certificates: list[TlsCertificate]
+    alpn_protocols: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Listener:
+    name: str                                # Envoy's default when absent: "listener_<index>"? we use "<address>:<port>"
+    address: str
+    port: int                                # 0 is allowed (ephemeral) for tests
+    hcm: HttpConnectionManager
+    tls: Optional[DownstreamTls] = None
+
+
+@dataclass(slots=True)
+class Endpoint:
+    address: str                             # IP or DNS name (for *_DNS clusters)
+    port: int
+    weight: int = 1                          # load_balancing_weight (>= 1)
+    priority: int = 0                        # from the LocalityLbEndpoints it sits in
+    health_check_port: int = 0               # endpoint.health_check_config.port_value; 0: use port
+    health_check_address: Optional[str] = None
+    hostname: str = ""                       # endpoint.hostname (used by auto_host_rewrite)
+
+
+@dataclass(slots=True)
+class Cluster:
+    name: str
+    type: str = "STATIC"                     # STATIC | STRICT_DNS | LOGICAL_DNS
+    connect_timeout: float = 5.0
+    lb_policy: str = "ROUND_ROBIN"
+    endpoints: list[Endpoint] = field(default_factory=list)
+    per_connection_buffer_limit_bytes: int = 1024 * 1024
+    dns_refresh_rate: float = 5.0
+    dns_lookup_family: str = "AUTO"          # AUTO | V4_ONLY | V6_ONLY | V4_PREFERRED | ALL
+    respect_dns_ttl: bool = False
+    # Validated by the schema now; implemented by later issues. Each is the validated dict with
+    # Envoy's defaults filled in, or None/[] when absent.
+    health_checks: list[dict[str, Any]] = field(default_factory=list)
+    outlier_detection: Optional[dict[str, Any]] = None
+    circuit_breakers: Optional[dict[str, Any]] = None
+    common_lb_config: Optional[dict[str, Any]] = None
+    lb_config: Optional[dict[str, Any]] = None   # round_robin_lb_config / least_request_lb_config / ring_hash_lb_config / maglev_lb_config / load_balancing_policy
+
+
+@dataclass(slots=True)
+class Admin:
+    address: str
+    port: int
+
+
+@dataclass(slots=True)
+class Bootstrap:
+    listeners: list[Listener]
+    clusters: dict[str, Cluster]             # by name, in file order
+    admin: Optional[Admin] = None
+    runtime: dict[str, Any] = field(default_factory=dict)  # flattened layered_runtime static layers
+    source: dict[str, Any] = field(default_factory=dict)   # the document as read, for /config_dump
+    warnings: list[str] = field(default_factory=list)      # things accepted with a caveat, logged at start

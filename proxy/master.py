@@ -1,0 +1,390 @@
+"""The master: loads the config, forks the workers and supervises them. It never touches requests.
+
+Signals (as gunicorn's arbiter and Envoy's CLI):
+  SIGTERM, SIGINT  graceful stop: workers stop accepting and finish in-flight requests for up to
+                   --drain-time-s, then the master exits 0.
+  SIGQUIT          immediate stop.
+  SIGHUP           re-read the config; if valid, start a new generation of workers on the same
+                   listening sockets and drain the old one; if not, keep serving and log why.
+  SIGTTIN/SIGTTOU  one worker more / less.
+  SIGCHLD          reap; a worker that died unasked is respawned, with back-off if it keeps dying.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from proxy.config import ConfigError, load_file
+from proxy.config.model import Bootstrap
+from proxy.listener import ListenerSockets
+
+log = logging.getLogger("cyvoy.master")
+
+MAX_BACKOFF_S = 10.0
+STABLE_AFTER_S = 5.0   # a worker that lived this long resets its slot's back-off
+
+
+@dataclass
+class WorkerProc:
+    pid: int
+    slot: int
+    generation: int
+    ready_fd: int
+    started: float
+    ready: bool = False
+    stopping: bool = False
+
+
+@dataclass
+class Options:
+    workers: int
+    drain_time_s: float = 600.0
+    pid_file: str | None = None
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+
+class Master:
+    def __init__(self, config_path: str | None, bootstrap: Bootstrap, opts: Options):
+        self.config_path = config_path
+        self.bootstrap = bootstrap
+        self.opts = opts
+        self.num_workers = max(1, opts.workers)
+        self.generation = 0
+        self.listeners: dict[tuple, ListenerSockets] = {}
+        self.retired: list[tuple[int, ListenerSockets]] = []   # (generation retired in, sockets)
+        self.workers: dict[int, WorkerProc] = {}
+        self.backoff: dict[int, float] = {}
+        self.respawn_at: dict[int, float] = {}
+        self.signals: list[int] = []
+        self.state = "starting"
+        self.announced_ready = False
+        self.last_reload_error: str | None = None
+        self._wake_r = self._wake_w = -1
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def run(self) -> int:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        if self.opts.pid_file:
+            with open(self.opts.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        try:
+            self._open_listeners(self.bootstrap)
+        except OSError as e:
+            log.critical("cannot open listener: %s", e)
+            return 1
+        for ls in self.listeners.values():
+            log.info("listener '%s' on %s:%d", ls.name, ls.address, ls.port)
+        for slot in range(self.num_workers):
+            self._spawn(slot)
+        self.state = "running"
+        try:
+            return self._loop()
+        finally:
+            for ls in self.listeners.values():
+                ls.close()
+            if self.opts.pid_file:
+                try:
+                    os.unlink(self.opts.pid_file)
+                except OSError:
+                    pass
+
+    def _loop(self) -> int:
+        while True:
+            self._handle_signals()
+            if self.state == "stopped":
+                return 0
+            self._respawn_due()
+            fds = [self._wake_r] + [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
+            timeout = 1.0
+            if self.respawn_at:
+                timeout = max(0.0, min(timeout, min(self.respawn_at.values()) - time.monotonic()))
+            try:
+                readable, _, _ = select.select(fds, [], [], timeout)
+            except InterruptedError:
+                continue
+            for fd in readable:
+                if fd == self._wake_r:
+                    self._drain_wake()
+                else:
+                    self._on_worker_pipe(fd)
+
+    # ---- signals ---------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig == signal.SIGCHLD:
+                self._reap()
+            elif sig in (signal.SIGTERM, signal.SIGINT):
+                self._stop(graceful=True)
+            elif sig == signal.SIGQUIT:
+                self._stop(graceful=False)
+            elif self.state != "running":
+                continue
+            elif sig == signal.SIGHUP:
+                self._reload()
+            elif sig == signal.SIGTTIN:
+                self._grow()
+            elif sig == signal.SIGTTOU:
+                self._shrink()
+
+    # ---- workers ---------------------------------------------------------------------------
+    def _spawn(self, slot: int) -> None:
+        for ls in self.listeners.values():
+            ls.ensure_slots(slot + 1)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # child
+            code = 1
+            try:
+                os.close(r)
+                self._become_worker(slot)
+                from proxy import worker
+                socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
+                code = worker.run(self.bootstrap, slot, self.generation, socks, w)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic())
+        log.debug("started worker %d (slot %d, generation %d)", pid, slot, self.generation)
+
+    def _become_worker(self, slot: int) -> None:
+        """In the child: drop what belongs to the master and to other slots."""
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                    signal.SIGTTOU, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        # Ctrl-C reaches the whole process group; the master alone decides how to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for w in self.workers.values():
+            if w.ready_fd >= 0:
+                os.close(w.ready_fd)
+        for ls in list(self.listeners.values()) + [ls for _, ls in self.retired]:
+            for i, s in enumerate(ls.socks):
+                if i != slot or ls not in self.listeners.values():
+                    s.close()
+
+    def _on_worker_pipe(self, fd: int) -> None:
+        w = next((w for w in self.workers.values() if w.ready_fd == fd), None)
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            data = b""
+        if w is None:
+            return
+        if not data:   # the worker closed its end: it is exiting
+            os.close(fd)
+            w.ready_fd = -1
+            return
+        if b"R" in data and not w.ready:
+            w.ready = True
+            self._on_ready(w)
+
+    def _on_ready(self, w: WorkerProc) -> None:
+        # A new generation's worker is up: the old worker of its slot can drain now.
+        for old in self.workers.values():
+            if old.slot == w.slot and old.generation < w.generation and not old.stopping:
+                self._stop_worker(old)
+        if not self.announced_ready and all(
+                x.ready for x in self.workers.values() if x.generation == self.generation):
+            self.announced_ready = True
+            log.info("cyvoy ready: %d workers, generation %d", self.num_workers, self.generation)
+
+    def _stop_worker(self, w: WorkerProc, sig: int = signal.SIGTERM) -> None:
+        w.stopping = True
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            if w.ready_fd >= 0:
+                os.close(w.ready_fd)
+            self._close_retired()
+            if w.stopping or self.state != "running":
+                log.debug("worker %d exited (%s)", pid, _describe(status))
+                continue
+            lived = time.monotonic() - w.started
+            log.error("worker %d (slot %d) died: %s; respawning", pid, w.slot, _describe(status))
+            if w.generation == self.generation and w.slot < self.num_workers:
+                b = 0.0 if lived >= STABLE_AFTER_S else min(MAX_BACKOFF_S, max(0.1, 2 * self.backoff.get(w.slot, 0.0)))
+                self.backoff[w.slot] = b
+                self.respawn_at[w.slot] = time.monotonic() + b
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for slot, at in list(self.respawn_at.items()):
+            if at <= now and self.state == "running":
+                del self.respawn_at[slot]
+                if slot < self.num_workers:
+                    self._spawn(slot)
+
+    def _grow(self) -> None:
+        slot = self.num_workers
+        self.num_workers += 1
+        log.info("SIGTTIN: workers %d -> %d", slot, self.num_workers)
+        self._spawn(slot)
+
+    def _shrink(self) -> None:
+        if self.num_workers <= 1:
+            log.warning("SIGTTOU: already at one worker")
+            return
+        self.num_workers -= 1
+        log.info("SIGTTOU: workers %d -> %d", self.num_workers + 1, self.num_workers)
+        self.respawn_at.pop(self.num_workers, None)
+        for w in list(self.workers.values()):
+            if w.slot >= self.num_workers and not w.stopping:
+                self._stop_worker(w)
+        for ls in self.listeners.values():
+            ls.shrink_to(self.num_workers)
+
+    # ---- reload ----------------------------------------------------------------------------
+    def _reload(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to re-read (embedded config)")
+            return
+        try:
+            new = load_file(self.config_path)
+        except ConfigError as e:
+            self.last_reload_error = str(e)
+            log.error("reload refused, still serving the previous config: %s", e)
+            return
+        except OSError as e:
+            self.last_reload_error = str(e)
+            log.error("reload refused, still serving the previous config: %s", e)
+            return
+        try:
+            self._open_listeners(new)
+        except OSError as e:
+            self.last_reload_error = str(e)
+            log.error("reload refused, cannot open listener: %s", e)
+            return
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
+        self.last_reload_error = None
+        self.bootstrap = new
+        self.generation += 1
+        self.announced_ready = False
+        log.info("SIGHUP: starting generation %d", self.generation)
+        for slot in range(self.num_workers):
+            self.respawn_at.pop(slot, None)
+            self._spawn(slot)
+
+    def _open_listeners(self, bootstrap: Bootstrap) -> None:
+        """Keep the sockets of listeners that stay; open new ones; retire those that went."""
+        wanted: dict[tuple, ListenerSockets] = {}
+        opened: list[ListenerSockets] = []
+        try:
+            for lc in bootstrap.listeners:
+                key = (lc.name, lc.address, lc.port)
+                ls = self.listeners.get(key)
+                if ls is None:
+                    ls = ListenerSockets(lc.name, lc.address, lc.port)
+                    opened.append(ls)
+                ls.ensure_slots(self.num_workers)
+                wanted[key] = ls
+                lc.port = ls.port   # workers see the bound port (config may say 0)
+        except OSError:
+            for ls in opened:
+                ls.close()
+            raise
+        for key, ls in self.listeners.items():
+            if key not in wanted:
+                self.retired.append((self.generation + 1, ls))
+        self.listeners = wanted
+
+    def _close_retired(self) -> None:
+        keep = []
+        for gen, ls in self.retired:
+            if any(w.generation < gen for w in self.workers.values()):
+                keep.append((gen, ls))
+            else:
+                ls.close()
+        self.retired = keep
+
+    # ---- stop ------------------------------------------------------------------------------
+    def _stop(self, graceful: bool) -> None:
+        if self.state in ("stopping", "stopped"):
+            if not graceful:
+                for w in self.workers.values():
+                    self._stop_worker(w, signal.SIGKILL)
+            return
+        self.state = "stopping"
+        log.info("%s stop: draining %d workers (up to %.0fs)", "graceful" if graceful else "immediate",
+                 len(self.workers), self.opts.drain_time_s if graceful else 0)
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        for w in self.workers.values():
+            self._stop_worker(w, sig)
+        deadline = time.monotonic() + (self.opts.drain_time_s if graceful else 1.0)
+        while self.workers and time.monotonic() < deadline:
+            self._reap()
+            if self.signals and signal.SIGQUIT in self.signals:
+                break
+            try:
+                select.select([self._wake_r], [], [], 0.1)
+            except InterruptedError:
+                pass
+            self._drain_wake()
+        for w in list(self.workers.values()):
+            log.warning("worker %d did not finish in time; killing it", w.pid)
+            self._stop_worker(w, signal.SIGKILL)
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+        self.state = "stopped"
+        log.info("stopped")
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    return f"exit code {os.WEXITSTATUS(status)}"

@@ -1,0 +1,272 @@
+"""Route selection: virtual host by Host, then the first matching route (Envoy's RouteConfiguration).
+
+Everything that can be decided at config load is decided here once: domains are sorted into
+Envoy's search order, header edits are pre-rendered to bytes, timeouts to header lines. Per
+request the worker calls `RouteTable.match(host, path, head)` and gets a `RouteEntry` back.
+"""
+from __future__ import annotations
+
+import random
+
+from proxy.config import model
+
+# Envoy's redirect response codes (route.v3.RedirectAction.RedirectResponseCode)
+DIRECT, REDIRECT, FORWARD = 0, 1, 2
+
+
+def _header_line(name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+class HeaderPlan:
+    """Pre-rendered header edits for one direction (request or response), merged over levels.
+
+    `add` is appended as is; `if_absent` lines are added only when the header is missing;
+    `remove` (lower-case bytes) are filtered out of the forwarded block, which includes the keys
+    of OVERWRITE_* options. Envoy applies the most specific level last (route, then virtual host,
+    then route configuration, unless most_specific_header_mutations_wins): we concatenate in that
+    order, the same result for appended headers.
+    """
+    __slots__ = ("add", "if_absent", "remove", "if_exists")
+
+    def __init__(self, options: list[model.HeaderValueOption], remove: list[str]):
+        add = []
+        self.if_absent: list[tuple[bytes, bytes]] = []
+        self.if_exists: list[tuple[bytes, bytes]] = []
+        rm = {r.encode() for r in remove}
+        for o in options:
+            line = _header_line(o.key, o.value)
+            if o.append_action == "APPEND_IF_EXISTS_OR_ADD":
+                add.append(line)
+            elif o.append_action == "ADD_IF_ABSENT":
+                self.if_absent.append((o.key.encode(), line))
+            elif o.append_action == "OVERWRITE_IF_EXISTS_OR_ADD":
+                rm.add(o.key.encode())
+                add.append(line)
+            elif o.append_action == "OVERWRITE_IF_EXISTS":
+                self.if_exists.append((o.key.encode(), line))
+        self.add = b"".join(add)
+        self.remove = frozenset(rm)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.if_absent or self.remove or self.if_exists)
+
+    def apply(self, block: bytes, lookup) -> tuple[bytes, bytes]:
+        """Return (block with removals, extra lines). `lookup(name)` tells if a header exists."""
+        extra = self.add
+        for name, line in self.if_absent:
+            if lookup(name) is None:
+                extra += line
+        if self.if_exists:
+            names = set()
+            for name, line in self.if_exists:
+                if lookup(name) is not None:
+                    names.add(name)
+                    extra += line
+            if names:
+                block = remove_lines(block, names)
+        if self.remove:
+            block = remove_lines(block, self.remove)
+        return block, extra
+
+
+def remove_lines(block: bytes, names) -> bytes:
+    if not block:
+        return block
+    kept = [line for line in block.split(b"\r\n")
+            if line and line.split(b":", 1)[0].strip().lower() not in names]
+    return b"".join(line + b"\r\n" for line in kept)
+
+
+def _merge(levels: list[model.HeaderEdits]) -> tuple[HeaderPlan, HeaderPlan]:
+    req_add, req_rm, resp_add, resp_rm = [], [], [], []
+    for e in levels:  # most specific first
+        req_add += e.request_headers_to_add
+        req_rm += e.request_headers_to_remove
+        resp_add += e.response_headers_to_add
+        resp_rm += e.response_headers_to_remove
+    return HeaderPlan(req_add, req_rm), HeaderPlan(resp_add, resp_rm)
+
+
+class Target:
+    """One upstream cluster a route (or one of its weighted clusters) sends to."""
+    __slots__ = ("cluster", "req", "resp")
+
+    def __init__(self, cluster, req: HeaderPlan, resp: HeaderPlan):
+        self.cluster = cluster
+        self.req = None if req.empty else req
+        self.resp = None if resp.empty else resp
+
+
+class RouteEntry:
+    __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
+                 "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
+                 "status", "body", "redirect", "match_prefix_len")
+
+    def pick_target(self) -> Target:
+        if len(self.targets) == 1:
+            return self.targets[0]
+        # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
+        r = random.randrange(self.total_weight)
+        for t, upto in zip(self.targets, self.weights):
+            if r < upto:
+                return t
+        return self.targets[-1]
+
+
+def _compile_match(m: model.RouteMatch):
+    """Return a function (path_bytes, head) -> bool for one route's match."""
+    headers = [(h.name.encode(), h) for h in m.headers]
+
+    def headers_ok(head) -> bool:
+        for name, h in headers:
+            if head is None:
+                return False
+            v = head.get(name)
+            if h.kind == "present":
+                ok = (v is not None) == bool(h.value)
+            elif v is None:
+                ok = False
+            else:
+                s = v.decode("latin-1")
+                want = h.value if isinstance(h.value, str) else ""
+                if h.ignore_case:
+                    s, want = s.lower(), want.lower()
+                if h.kind == "exact":
+                    ok = s == want
+                elif h.kind == "prefix":
+                    ok = s.startswith(want)
+                elif h.kind == "suffix":
+                    ok = s.endswith(want)
+                elif h.kind == "contains":
+                    ok = want in s
+                else:  # regex
+                    ok = h.regex.fullmatch(s) is not None
+            if ok == h.invert_match:
+                return False
+        return True
+
+    if m.kind == "prefix":
+        prefix = m.value.encode()
+        if m.case_sensitive:
+            if not headers:
+                return lambda path, head: path.startswith(prefix)
+            return lambda path, head: path.startswith(prefix) and headers_ok(head)
+        lp = prefix.lower()
+        return lambda path, head: path[:len(lp)].lower() == lp and headers_ok(head)
+    if m.kind == "path":
+        exact = m.value.encode()
+        if m.case_sensitive:
+            return lambda path, head: path.split(b"?", 1)[0] == exact and headers_ok(head)
+        le = exact.lower()
+        return lambda path, head: path.split(b"?", 1)[0].lower() == le and headers_ok(head)
+    regex = m.regex
+    return lambda path, head: (regex.fullmatch(path.split(b"?", 1)[0].decode("latin-1")) is not None
+                               and headers_ok(head))
+
+
+class VirtualHostTable:
+    __slots__ = ("name", "routes")
+
+    def __init__(self, name, routes):
+        self.name = name
+        self.routes = routes   # list of (matcher, RouteEntry)
+
+    def match(self, path: bytes, head):
+        for matcher, entry in self.routes:
+            if matcher(path, head):
+                return entry
+        return None
+
+
+class RouteTable:
+    def __init__(self, rc: model.RouteConfiguration, clusters: dict):
+        self.exact: dict[bytes, VirtualHostTable] = {}
+        self.suffix: list[tuple[bytes, VirtualHostTable]] = []   # "*.example.com" -> b".example.com"
+        self.prefix: list[tuple[bytes, VirtualHostTable]] = []   # "example.*" -> b"example."
+        self.default: VirtualHostTable | None = None
+        self._cache: dict[bytes, VirtualHostTable | None] = {}
+        for vh in rc.virtual_hosts:
+            table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters) for r in vh.routes])
+            for d in vh.domains:
+                d = d.lower()
+                if d == "*":
+                    self.default = table
+                elif d.startswith("*"):
+                    self.suffix.append((d[1:].encode(), table))
+                elif d.endswith("*"):
+                    self.prefix.append((d[:-1].encode(), table))
+                else:
+                    self.exact[d.encode()] = table
+        # Envoy: longest wildcard first (config_impl.cc findWildcardVirtualHost).
+        self.suffix.sort(key=lambda x: -len(x[0]))
+        self.prefix.sort(key=lambda x: -len(x[0]))
+
+    @staticmethod
+    def _entry(r: model.Route, vh, rc, clusters) -> tuple:
+        e = RouteEntry()
+        e.name = r.name
+        e.match = r.match
+        e.match_prefix_len = len(r.match.value.encode()) if r.match.kind == "prefix" else -1
+        a = r.action
+        levels = [r.edits, vh.edits, rc.edits]
+        if isinstance(a, model.DirectResponse):
+            e.kind = DIRECT
+            e.status, e.body = a.status, a.body
+            e.targets = [Target(None, *_merge(levels))]
+        elif isinstance(a, model.Redirect):
+            e.kind = REDIRECT
+            e.redirect = a
+            e.targets = [Target(None, *_merge(levels))]
+        else:
+            e.kind = FORWARD
+            e.timeout = a.timeout
+            e.timeout_line = (b"x-envoy-expected-rq-timeout-ms: %d\r\n" % int(a.timeout * 1000)
+                              if a.timeout else b"")
+            e.prefix_rewrite = a.prefix_rewrite.encode() if a.prefix_rewrite is not None else None
+            e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
+            e.auto_host_rewrite = a.auto_host_rewrite
+            if a.cluster is not None:
+                e.targets = [Target(clusters[a.cluster], *_merge(levels))]
+                e.weights = [1]
+                e.total_weight = 1
+            else:
+                e.targets, e.weights = [], []
+                acc = 0
+                for wc in a.weighted_clusters:
+                    acc += wc.weight
+                    e.targets.append(Target(clusters[wc.name], *_merge([wc.edits] + levels)))
+                    e.weights.append(acc)
+                e.total_weight = a.total_weight or acc
+        return (_compile_match(r.match), e)
+
+    def virtual_host(self, host: bytes) -> VirtualHostTable | None:
+        vh = self._cache.get(host, False)
+        if vh is not False:
+            return vh
+        h = host.lower()
+        vh = self.exact.get(h)
+        if vh is None:
+            for suffix, t in self.suffix:
+                # "*.foo.com" must not match "foo.com" itself: the wildcard stands for at least one character
+                if h.endswith(suffix) and len(h) > len(suffix):
+                    vh = t
+                    break
+        if vh is None:
+            for prefix, t in self.prefix:
+                if h.startswith(prefix) and len(h) > len(prefix):
+                    vh = t
+                    break
+        if vh is None:
+            vh = self.default
+        if len(self._cache) > 4096:   # Host is client-chosen: bound the cache
+            self._cache.clear()
+        self._cache[host] = vh
+        return vh
+
+    def match(self, host: bytes, path: bytes, head) -> RouteEntry | None:
+        vh = self.virtual_host(host)
+        if vh is None:
+            return None
+        return vh.match(path, head)

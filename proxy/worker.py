@@ -1,0 +1,167 @@
+"""One worker process: a uvloop event loop serving its slot's listening sockets.
+
+Built from the validated config after fork: clusters (hosts, load balancer, pools), one route
+table per listener, then `create_server` on each inherited socket. A ticker does every timeout
+(one clock read per tick instead of a timer per request) and idle sweeps.
+
+SIGTERM drains: stop accepting, close idle keep-alive connections, let in-flight requests finish
+(their responses carry `Connection: close`), exit when none is left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import tempfile
+
+import uvloop
+
+from proxy.cluster import Cluster
+from proxy.config.model import Bootstrap
+from proxy.connection_manager import Downstream, Hcm
+from proxy.router import RouteTable
+
+log = logging.getLogger("cyvoy.worker")
+
+TICK_S = 0.05           # timeout resolution
+IDLE_CLOSE_DRAIN_S = 0.5  # while draining, a keep-alive connection idle this long is closed
+
+
+class Worker:
+    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int):
+        self.bootstrap = bootstrap
+        self.slot = slot
+        self.generation = generation
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_time = None
+        self.now = 0.0
+        self.conns: set[Downstream] = set()
+        self.active: set[Downstream] = set()    # connections with a deadline
+        self.clusters: dict[str, Cluster] = {}
+        self.servers = []
+        self.draining = False
+        self.counters: dict[str, int] = {}
+        self._ticks = 0
+        self._done = None
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def setup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop_time = self.loop.time
+        self.now = self.loop_time()
+        for name, cfg in self.bootstrap.clusters.items():
+            c = Cluster(cfg)
+            c.start_dns(self.loop)
+            self.clusters[name] = c
+
+    async def serve(self, socks: dict, ready_fd: int) -> int:
+        self.setup()
+        for lc in self.bootstrap.listeners:
+            sock = socks[lc.name]
+            tls = _ssl_context(lc.tls) if lc.tls else None
+            hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters), tls is not None)
+            limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
+            if limit is not None:
+                hcm.conn_limit = int(limit)
+            server = await self.loop.create_server(lambda hcm=hcm: Downstream(self, hcm), sock=sock,
+                                                   ssl=tls, backlog=4096)
+            self.servers.append(server)
+        self._done = self.loop.create_future()
+        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
+        self.loop.add_signal_handler(signal.SIGQUIT, self._quit)
+        self.loop.call_later(TICK_S, self._tick)
+        try:
+            os.write(ready_fd, b"R")
+        except OSError:
+            pass
+        return await self._done
+
+    # ---- timeouts and sweeps -------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.now = self.loop_time()
+        if self.active:
+            for c in [c for c in self.active if c.deadline <= now]:
+                c.on_deadline()
+        self._ticks += 1
+        if self._ticks % 20 == 0:   # once a second
+            self._sweep_idle(now)
+        if self.draining and not self.conns:
+            if not self._done.done():
+                self._done.set_result(0)
+            return
+        self.loop.call_later(TICK_S, self._tick)
+
+    def _sweep_idle(self, now: float) -> None:
+        for lc_conn in [c for c in self.conns if not c.in_req]:
+            t = lc_conn.hcm.idle_timeout
+            idle = now - lc_conn.last_io
+            if (t and idle >= t) or (self.draining and idle >= IDLE_CLOSE_DRAIN_S):
+                lc_conn.close_if_idle()
+        for c in self.clusters.values():
+            for h in c.hosts:
+                if h.idle:
+                    # the same idle timeout for upstream connections (common_http_protocol_options)
+                    keep = []
+                    for up in h.idle:
+                        if up.closed:
+                            continue
+                        if now - up.idle_since >= 3600.0 or self.draining:
+                            up.close()
+                        else:
+                            keep.append(up)
+                    h.idle[:] = keep
+
+    # ---- stop ----------------------------------------------------------------------------------
+    def drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        log.debug("worker %d draining %d connections", os.getpid(), len(self.conns))
+        for s in self.servers:
+            s.close()   # stops accepting; the master keeps the socket, the next generation accepts
+        for c in list(self.conns):
+            c.draining = True
+
+    def _quit(self) -> None:
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+        if not self._done.done():
+            self._done.set_result(0)
+
+
+def _ssl_context(tls) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2   # Envoy's server default minimum
+    for cert in tls.certificates:
+        # ssl wants files; the PEM may have come inline from the config
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as cf, \
+                tempfile.NamedTemporaryFile("wb", suffix=".pem") as kf:
+            cf.write(cert.certificate_chain)
+            cf.flush()
+            kf.write(cert.private_key)
+            kf.flush()
+            ctx.load_cert_chain(cf.name, kf.name)
+    if tls.alpn_protocols:
+        ctx.set_alpn_protocols(tls.alpn_protocols)
+    return ctx
+
+
+def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int) -> int:
+    """Entry point in the forked child; returns the exit code."""
+    w = Worker(bootstrap, slot, generation)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(w.serve(socks, ready_fd))
+    finally:
+        for c in w.clusters.values():
+            c.stop()
+        try:
+            os.close(ready_fd)
+        except OSError:
+            pass
