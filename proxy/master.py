@@ -87,6 +87,10 @@ class Master:
             return 1
         for ls in self.listeners.values():
             log.info("listener '%s' on %s:%d", ls.name, ls.address, ls.port)
+        if self.bootstrap.admin is not None:
+            # Accepted so Envoy configs load; said out loud rather than silently ignored.
+            log.warning("admin: the admin interface is not served by this version of cyvoy; "
+                        "admin.address %s:%d is not opened", self.bootstrap.admin.address, self.bootstrap.admin.port)
         for slot in range(self.num_workers):
             self._spawn(slot)
         self.state = "running"
