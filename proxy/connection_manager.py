@@ -364,7 +364,7 @@ class Downstream(asyncio.Protocol):
             self.w.active.discard(self)
 
     # ---- response (called by Upstream) ----------------------------------------------------------
-    def on_response_head(self, rh, up):
+    def on_response_head(self, rh, up, body):
         self.resp_started = True
         svc = int((self.w.loop_time() - self.req_start) * 1000)
         extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + self.hcm.server_line
@@ -379,7 +379,7 @@ class Downstream(asyncio.Protocol):
             self.keep_alive = False
         # The client connection stays open when the client wants it and we can frame the body;
         # whether the upstream connection is reused is the upstream's business (Upstream.keep_alive).
-        keep = self.keep_alive
+        keep = self.keep_alive and not self.draining
         if rh.no_body or self.is_head:
             framing = rh.content_length if rh.content_length >= 0 and rh.status != 204 else -3
             self.chunked_out = False
@@ -394,7 +394,9 @@ class Downstream(asyncio.Protocol):
             keep = False
             self.chunked_out = False
         self.keep_alive = keep
-        self.transport.write(build_response_head(rh.status, headers, extra, framing, keep))
+        head = build_response_head(rh.status, headers, extra, framing, keep)
+        # one write (one syscall) for a small response whose body came with its head
+        self.transport.write(head + body if body else head)
 
     def on_response_body(self, data):
         self.last_io = self.w.now
@@ -458,7 +460,9 @@ class Downstream(asyncio.Protocol):
         if self.deadline_kind:
             self.deadline_kind = 0
             self.w.active.discard(self)
-        if not self.keep_alive or self.draining and not self.buf:
+        if not self.keep_alive:
+            # (a draining connection whose response promised keep-alive stays open: the
+            # worker's sweep closes it once idle, so a request already on its way is not lost)
             self.closed = True
             self.transport.close()
             return

@@ -321,22 +321,34 @@ class Master:
         opened: list[ListenerSockets] = []
         try:
             for lc in bootstrap.listeners:
-                key = (lc.name, lc.address, lc.port)
-                ls = self.listeners.get(key)
+                ls = self._existing_sockets(lc)
                 if ls is None:
                     ls = ListenerSockets(lc.name, lc.address, lc.port)
                     opened.append(ls)
+                ls.name = lc.name
                 ls.ensure_slots(self.num_workers)
-                wanted[key] = ls
+                wanted[ls.key()] = ls
                 lc.port = ls.port   # workers see the bound port (config may say 0)
         except OSError:
             for ls in opened:
                 ls.close()
             raise
-        for key, ls in self.listeners.items():
-            if key not in wanted:
+        kept = {id(ls) for ls in wanted.values()}
+        for ls in self.listeners.values():
+            if id(ls) not in kept:
                 self.retired.append((self.generation + 1, ls))
         self.listeners = wanted
+
+    def _existing_sockets(self, lc) -> ListenerSockets | None:
+        """The sockets a listener of the new config can keep: same address and port (a port of 0
+        matches the port it was given), else, for port 0, the same name."""
+        for ls in self.listeners.values():
+            if ls.address == lc.address and lc.port != 0 and lc.port in (ls.port, ls.configured_port):
+                return ls
+        for ls in self.listeners.values():
+            if ls.address == lc.address and lc.port == 0 and ls.name == lc.name:
+                return ls
+        return None
 
     def _close_retired(self) -> None:
         keep = []

@@ -102,11 +102,25 @@ class Upstream(asyncio.Protocol):
             self.left = rh.content_length   # -1: until the upstream closes
             if self.left < 0:
                 self.keep_alive = False
-        ds.on_response_head(rh, self)
+        rest = buf[rh.head_len:] if len(buf) > rh.head_len else b""
+        left = self.left
+        if left > 0 and rest:
+            # Content-Length body that came with the head: written together with it
+            n = len(rest)
+            if n >= left:
+                if n > left:
+                    self.reusable = False   # more than Content-Length: drop it, and the connection
+                    rest = rest[:left]
+                self.left = left = 0
+            else:
+                self.left = left - n
+            ds.on_response_head(rh, self, rest)
+            rest = b""
+        else:
+            ds.on_response_head(rh, self, b"")
         if self.ds is not ds:      # the downstream went away while we wrote the head
             return
-        rest = buf[rh.head_len:] if len(buf) > rh.head_len else b""
-        if self.left == 0:
+        if left == 0:
             if rest:
                 self.reusable = False   # bytes after a complete response: not safe to reuse
             self._done(b"")

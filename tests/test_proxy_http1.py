@@ -26,6 +26,21 @@ def echo(port, path="/echo", headers=None, method="GET", body=None):
     return json.loads(data)
 
 
+def split_responses(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Content-Length framed responses one after another -> [(head, body)]."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        n = 0
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                n = int(v)
+        out.append((head, rest[:n]))
+        data = rest[n:]
+    return out
+
+
 def hdr(req, name):
     vals = [v for k, v in req["headers"] if k.lower() == name]
     return vals[0] if len(vals) == 1 else (vals or None)
@@ -71,8 +86,7 @@ def test_pipelined_requests_are_answered_in_order(one):
     reqs = b"".join(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
     reqs += b"GET /echo/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     out = raw_request(p.port, reqs)
-    paths = [json.loads(part.split(b"\r\n\r\n", 1)[1][:int(part.split(b"content-length: ")[1].split(b"\r\n")[0])])["path"]
-             for part in out.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    paths = [json.loads(body)["path"] for _, body in split_responses(out)]
     assert paths == [f"/echo/{i}" for i in range(5)] + ["/echo/last"]
 
 

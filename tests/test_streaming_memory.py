@@ -57,6 +57,7 @@ def test_200mib_download_through_a_slow_client_keeps_worker_memory_bounded(upstr
     s.close()
     watch.stop.set()
     assert total >= SIZE   # head + body
+    print(f"download: stalled growth {stalled_growth/2**20:.1f} MiB, peak growth {watch.growth/2**20:.1f} MiB")
     assert stalled_growth < LIMIT
     assert watch.growth < LIMIT, f"worker RSS grew by {watch.growth / 2**20:.1f} MiB"
 
