@@ -141,7 +141,7 @@ class DownstreamTls:
 
 @dataclass(slots=True)
 class Listener:
-    name: str                                # Envoy's default when absent: "listener_<index>"? we use "<address>:<port>"
+    name: str                                # absent in the config: "listener_<index>" (Envoy generates a UUID)
     address: str
     port: int                                # 0 is allowed (ephemeral) for tests
     hcm: HttpConnectionManager
@@ -157,6 +157,10 @@ class Endpoint:
     health_check_port: int = 0               # endpoint.health_check_config.port_value; 0: use port
     health_check_address: Optional[str] = None
     hostname: str = ""                       # endpoint.hostname (used by auto_host_rewrite)
+    # The LocalityLbEndpoints it sits in: locality {region, zone, sub_zone} and its
+    # load_balancing_weight (Envoy uses that only with locality_weighted_lb_config).
+    locality: Optional[dict[str, str]] = None
+    locality_weight: Optional[int] = None
 
 
 @dataclass(slots=True)
@@ -193,3 +197,5 @@ class Bootstrap:
     runtime: dict[str, Any] = field(default_factory=dict)  # flattened layered_runtime static layers
     source: dict[str, Any] = field(default_factory=dict)   # the document as read, for /config_dump
     warnings: list[str] = field(default_factory=list)      # things accepted with a caveat, logged at start
+    node_id: str = ""                                      # node.id, kept for /server_info
+    node_cluster: str = ""                                 # node.cluster

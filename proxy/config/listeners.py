@@ -1,0 +1,126 @@
+"""Builds model.Listener: its address, the HTTP connection manager and downstream TLS."""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+
+from proxy.config import datasource
+from proxy.config.addresses import socket_address
+from proxy.config.errors import ConfigError, index, join
+from proxy.config.model import DownstreamTls, HttpConnectionManager, Listener, TlsCertificate
+from proxy.config.routes import build_route_config
+from proxy.config.validate import validate
+
+ROUTER = "envoy.filters.http.router"
+TLS = "envoy.transport_sockets.tls"
+
+
+def build_listeners(listeners: list[dict], path: str, clusters: Collection[str]) -> list[Listener]:
+    out: list[Listener] = []
+    names: dict[str, str] = {}
+    bound: dict[tuple[str, int], str] = {}
+    for i, raw in enumerate(listeners):
+        lpath = index(path, i)
+        listener = _listener(raw, i, lpath, clusters)
+        if listener.name in names:
+            raise ConfigError(join(lpath, "name"), f"duplicate listener name {listener.name!r} "
+                                                   f"(also {names[listener.name]})")
+        names[listener.name] = lpath
+        where = (ipaddress.ip_address(listener.address).compressed, listener.port)
+        if listener.port and where in bound:
+            raise ConfigError(join(lpath, "address"),
+                              f"{listener.address}:{listener.port} is already the address of "
+                              f"{bound[where]}")
+        bound[where] = lpath
+        out.append(listener)
+    return out
+
+
+def _listener(raw: dict, i: int, path: str, clusters: Collection[str]) -> Listener:
+    # Envoy names an unnamed listener with a generated UUID; an index is easier to find.
+    name = raw["name"] or f"listener_{i}"
+    address, port = socket_address(raw["address"], join(path, "address"), need_ip=True)
+    chains, cpath = raw["filter_chains"], join(path, "filter_chains")
+    if not chains:
+        raise ConfigError(cpath, "a listener needs a filter chain with the "
+                                 "envoy.filters.network.http_connection_manager filter")
+    if len(chains) > 1:
+        raise ConfigError(index(cpath, 1), "not supported by cyvoy (one filter chain per "
+                                           "listener: filter chain matching is not supported yet)")
+    chain, cpath = chains[0], index(cpath, 0)
+    filters, fpath = chain["filters"], join(cpath, "filters")
+    if not filters:
+        raise ConfigError(fpath, "needs the envoy.filters.network.http_connection_manager "
+                                 "filter")
+    if len(filters) > 1:
+        raise ConfigError(index(fpath, 1), "not supported by cyvoy (the "
+                                           "http_connection_manager must be the only network "
+                                           "filter)")
+    # Validation admits only the HTTP connection manager as a network filter.
+    hcm = _hcm(filters[0]["typed_config"]["config"],
+               join(index(fpath, 0), "typed_config"), clusters)
+    tls = None
+    socket = chain["transport_socket"]
+    if socket is not None and socket["typed_config"]["extension"] == TLS:
+        tls = _tls(socket["typed_config"]["config"], join(join(cpath, "transport_socket"),
+                                                          "typed_config"))
+    return Listener(name=name, address=address, port=port, hcm=hcm, tls=tls)
+
+
+def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager:
+    filters = [f["typed_config"]["extension"] for f in h["http_filters"]]
+    fpath = join(path, "http_filters")
+    if not filters:
+        raise ConfigError(fpath, f"needs the {ROUTER} filter (Envoy sends no request upstream "
+                                 "without it)")
+    for i, name in enumerate(filters):
+        last = i == len(filters) - 1
+        if (name == ROUTER) != last:
+            raise ConfigError(index(fpath, i), f"{ROUTER} must be the last HTTP filter, and "
+                                               "appear only there")
+    # Absent common_http_protocol_options still means its defaults (idle_timeout 1h).
+    protocol = h["common_http_protocol_options"] or validate({}, "HttpProtocolOptions")
+    return HttpConnectionManager(
+        stat_prefix=h["stat_prefix"],
+        route_config=build_route_config(h["route_config"], join(path, "route_config"), clusters),
+        codec_type=h["codec_type"],
+        http_filters=filters,
+        max_request_headers_kb=h["max_request_headers_kb"],
+        idle_timeout=protocol["idle_timeout"],
+        request_headers_timeout=h["request_headers_timeout"],
+        stream_idle_timeout=h["stream_idle_timeout"],
+        request_timeout=h["request_timeout"],
+        use_remote_address=h["use_remote_address"],
+        xff_num_trusted_hops=h["xff_num_trusted_hops"],
+        generate_request_id=h["generate_request_id"],
+        server_name=h["server_name"],
+    )
+
+
+def _tls(ctx: dict, path: str) -> DownstreamTls:
+    common, cpath = ctx["common_tls_context"], join(path, "common_tls_context")
+    certs, tpath = common["tls_certificates"], join(cpath, "tls_certificates")
+    if not certs:
+        raise ConfigError(tpath, "a TLS listener needs at least one certificate")
+    certificates = []
+    for i, cert in enumerate(certs):
+        cert_path = index(tpath, i)
+        chain = datasource.read(cert["certificate_chain"], join(cert_path, "certificate_chain"))
+        key = datasource.read(cert["private_key"], join(cert_path, "private_key"))
+        if b"-----BEGIN CERTIFICATE-----" not in chain:
+            raise ConfigError(join(cert_path, "certificate_chain"),
+                              "does not contain a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        if b"PRIVATE KEY-----" not in key:
+            raise ConfigError(join(cert_path, "private_key"),
+                              "does not contain a PEM private key "
+                              "(-----BEGIN ... PRIVATE KEY-----)")
+        certificates.append(TlsCertificate(certificate_chain=chain, private_key=key))
+    for i, protocol in enumerate(common["alpn_protocols"]):
+        if protocol == "h2":
+            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
+                              "not supported by cyvoy (h2: HTTP/2 is not supported yet)")
+        if protocol != "http/1.1":
+            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
+                              f"not supported by cyvoy ({protocol!r}: only 'http/1.1' is "
+                              "supported)")
+    return DownstreamTls(certificates=certificates, alpn_protocols=list(common["alpn_protocols"]))

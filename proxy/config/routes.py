@@ -1,0 +1,248 @@
+"""Builds model.RouteConfiguration from a validated route_config, with the rules Envoy checks
+when it loads a route table (config_impl.cc): domain syntax and uniqueness, routed clusters
+existing, weighted cluster sums, header edits that may be applied."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+from typing import Optional
+
+from proxy.config import datasource
+from proxy.config.errors import ConfigError, index, join
+from proxy.config.model import (
+    DirectResponse, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+)
+from proxy.config.regex import RegexError, compile_re2
+
+REDIRECT_CODES = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303,
+                  "TEMPORARY_REDIRECT": 307, "PERMANENT_REDIRECT": 308}
+_APPEND_ACTIONS = {True: "APPEND_IF_EXISTS_OR_ADD", False: "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def build_route_config(rc: dict, path: str, clusters: Collection[str]) -> RouteConfiguration:
+    seen_domains: dict[str, str] = {}       # lower-cased domain -> virtual host that has it
+    vhosts = []
+    for i, vh in enumerate(rc["virtual_hosts"]):
+        vpath = index(join(path, "virtual_hosts"), i)
+        vhosts.append(_virtual_host(vh, vpath, clusters, seen_domains,
+                                    rc["max_direct_response_body_size_bytes"]))
+    return RouteConfiguration(name=rc["name"], virtual_hosts=vhosts, edits=build_edits(rc, path))
+
+
+# --- header edits ------------------------------------------------------------------------------
+
+def build_edits(msg: dict, path: str) -> HeaderEdits:
+    """The four *_headers_to_add/remove lists of a route_config, virtual host, route or weighted
+    cluster."""
+    def adds(key: str) -> list[HeaderValueOption]:
+        return [header_option(o, index(join(path, key), i)) for i, o in enumerate(msg[key])]
+
+    def removes(key: str) -> list[str]:
+        return [_modifiable(h, index(join(path, key), i)) for i, h in enumerate(msg[key])]
+
+    return HeaderEdits(
+        request_headers_to_add=adds("request_headers_to_add"),
+        request_headers_to_remove=removes("request_headers_to_remove"),
+        response_headers_to_add=adds("response_headers_to_add"),
+        response_headers_to_remove=removes("response_headers_to_remove"),
+    )
+
+
+def header_option(option: dict, path: str) -> HeaderValueOption:
+    """model.HeaderValueOption from a validated config.core.v3.HeaderValueOption."""
+    header = option["header"]
+    key = _modifiable(header["key"], join(path, "header.key"))
+    value = literal_header_value(header["value"], join(path, "header.value"))
+    if option["append"] is not None and option["append_action"] is not None:
+        raise ConfigError(path, "'append' and 'append_action' cannot both be set "
+                                "('append' is deprecated; keep append_action)")
+    if option["append_action"] is not None:
+        action = option["append_action"]
+    else:
+        # The deprecated BoolValue `append` defaults to true.
+        action = _APPEND_ACTIONS[option["append"] is not False]
+    return HeaderValueOption(key=key, value=value, append_action=action)
+
+
+def _modifiable(name: str, path: str) -> str:
+    # Envoy refuses to add or remove pseudo-headers and Host (HeaderUtility::isModifiableHeader).
+    lowered = name.lower()
+    if lowered.startswith(":") or lowered == "host":
+        raise ConfigError(path, f"{name!r} cannot be modified: ':'-prefixed and host headers "
+                                "may not be added or removed")
+    return lowered
+
+
+def literal_header_value(value: str, path: str) -> str:
+    """`value` with '%%' unescaped; refuses Envoy's %OPERATOR% substitutions."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "%":
+            if value.startswith("%%", i):
+                out.append("%")
+                i += 2
+                continue
+            raise ConfigError(path, f"not supported by cyvoy (header formatters such as "
+                                    f"%REQ(...)% are not supported yet: {value!r}; write %% "
+                                    "for a literal percent sign)")
+        out.append(value[i])
+        i += 1
+    return "".join(out)
+
+
+# --- virtual hosts -----------------------------------------------------------------------------
+
+def _virtual_host(vh: dict, path: str, clusters: Collection[str], seen: dict[str, str],
+                  max_body: int) -> VirtualHost:
+    domains = []
+    for i, domain in enumerate(vh["domains"]):
+        dpath = index(join(path, "domains"), i)
+        lowered = domain.lower()
+        _check_domain(lowered, dpath)
+        if lowered in seen:
+            raise ConfigError(dpath, f"duplicate domain {domain!r}: virtual host {seen[lowered]!r}"
+                                     " already has it; a domain may appear only once in a "
+                                     "route_config")
+        seen[lowered] = vh["name"]
+        domains.append(lowered)
+    routes = [_route(r, index(join(path, "routes"), i), clusters, max_body)
+              for i, r in enumerate(vh["routes"])]
+    return VirtualHost(name=vh["name"], domains=domains, routes=routes,
+                       edits=build_edits(vh, path))
+
+
+def _check_domain(domain: str, path: str) -> None:
+    """Envoy's wildcard forms: "*" alone, "*.x"/"*x" (suffix match) or "x.*"/"x*" (prefix)."""
+    if not domain:
+        raise ConfigError(path, "empty domain")
+    stars = domain.count("*")
+    if stars == 0 or domain == "*":
+        return
+    if stars > 1:
+        raise ConfigError(path, f"invalid domain {domain!r}: at most one '*' wildcard is allowed")
+    if not (domain.startswith("*") or domain.endswith("*")):
+        raise ConfigError(path, f"invalid domain {domain!r}: the '*' wildcard may only start "
+                                "('*.example.com') or end ('example.*') a domain")
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+def _route(r: dict, path: str, clusters: Collection[str], max_body: int) -> Route:
+    match = _match(r["match"], join(path, "match"))
+    if r["route"] is not None:
+        action = _route_action(r["route"], join(path, "route"), clusters)
+    elif r["redirect"] is not None:
+        action = _redirect(r["redirect"])
+    else:
+        action = _direct_response(r["direct_response"], join(path, "direct_response"), max_body)
+    return Route(name=r["name"], match=match, action=action, edits=build_edits(r, path))
+
+
+def _regex(matcher: dict, path: str):
+    try:
+        return compile_re2(matcher["regex"])
+    except RegexError as e:
+        raise ConfigError(join(path, "regex"), str(e)) from None
+
+
+def _match(m: dict, path: str) -> RouteMatch:
+    headers = [_header_matcher(h, index(join(path, "headers"), i))
+               for i, h in enumerate(m["headers"])]
+    if m["safe_regex"] is not None:
+        return RouteMatch(kind="safe_regex", value=m["safe_regex"]["regex"],
+                          regex=_regex(m["safe_regex"], join(path, "safe_regex")),
+                          case_sensitive=m["case_sensitive"], headers=headers)
+    kind = "prefix" if m["prefix"] is not None else "path"
+    return RouteMatch(kind=kind, value=m[kind], case_sensitive=m["case_sensitive"],
+                      headers=headers)
+
+
+_LEGACY_HEADER_MATCHES = (("exact_match", "exact"), ("prefix_match", "prefix"),
+                          ("suffix_match", "suffix"), ("contains_match", "contains"))
+_STRING_MATCHES = ("exact", "prefix", "suffix", "contains")
+
+
+def _header_matcher(h: dict, path: str) -> HeaderMatcher:
+    name, invert = h["name"].lower(), h["invert_match"]
+    for key, kind in _LEGACY_HEADER_MATCHES:
+        if h[key] is not None:
+            return HeaderMatcher(name=name, kind=kind, value=h[key], invert_match=invert)
+    if h["safe_regex_match"] is not None:
+        regex = _regex(h["safe_regex_match"], join(path, "safe_regex_match"))
+        return HeaderMatcher(name=name, kind="regex", value=regex.pattern, regex=regex,
+                             invert_match=invert)
+    if h["string_match"] is not None:
+        sm, spath = h["string_match"], join(path, "string_match")
+        if sm["safe_regex"] is not None:
+            # Envoy ignores ignore_case for regexes; (?i) in the pattern does that job.
+            regex = _regex(sm["safe_regex"], join(spath, "safe_regex"))
+            return HeaderMatcher(name=name, kind="regex", value=regex.pattern, regex=regex,
+                                 invert_match=invert)
+        kind = next(k for k in _STRING_MATCHES if sm[k] is not None)
+        return HeaderMatcher(name=name, kind=kind, value=sm[kind], invert_match=invert,
+                             ignore_case=sm["ignore_case"])
+    # present_match, or no specifier at all, which Envoy treats as present_match: true.
+    present = True if h["present_match"] is None else h["present_match"]
+    return HeaderMatcher(name=name, kind="present", value=present, invert_match=invert)
+
+
+def _cluster_ref(name: str, path: str, clusters: Collection[str]) -> str:
+    if name not in clusters:
+        reason = f"cluster {name!r} does not exist in static_resources.clusters"
+        close = difflib.get_close_matches(name, list(clusters), n=1, cutoff=0.6)
+        if close:
+            reason += f"; did you mean {close[0]!r}?"
+        raise ConfigError(path, reason)
+    return name
+
+
+def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
+    action = RouteAction(timeout=a["timeout"], prefix_rewrite=a["prefix_rewrite"],
+                         host_rewrite_literal=a["host_rewrite_literal"],
+                         auto_host_rewrite=bool(a["auto_host_rewrite"]))
+    if a["cluster"] is not None:
+        action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
+        return action
+    wpath = join(path, "weighted_clusters")
+    wc = a["weighted_clusters"]
+    for i, c in enumerate(wc["clusters"]):
+        cpath = index(join(wpath, "clusters"), i)
+        action.weighted_clusters.append(WeightedCluster(
+            name=_cluster_ref(c["name"], join(cpath, "name"), clusters),
+            weight=c["weight"], edits=build_edits(c, cpath)))
+    total = sum(c.weight for c in action.weighted_clusters)
+    if total == 0:
+        raise ConfigError(wpath, "the weights add up to 0; at least one cluster needs a weight")
+    if total > 2**32 - 1:
+        raise ConfigError(wpath, f"the weights add up to {total}, more than a uint32 can hold")
+    if wc["total_weight"] is not None and wc["total_weight"] != total:
+        raise ConfigError(join(wpath, "total_weight"),
+                          f"the weights add up to {total}, not total_weight "
+                          f"{wc['total_weight']} (total_weight is deprecated; it may be left out)")
+    action.total_weight = total
+    return action
+
+
+def _redirect(r: dict) -> Redirect:
+    scheme: Optional[str] = "https" if r["https_redirect"] else r["scheme_redirect"]
+    return Redirect(
+        host_redirect=r["host_redirect"] or None,
+        port_redirect=r["port_redirect"] or None,     # proto3: 0 means "keep the request's"
+        scheme_redirect=scheme,
+        path_redirect=r["path_redirect"],
+        prefix_rewrite=r["prefix_rewrite"],
+        response_code=REDIRECT_CODES[r["response_code"]],
+        strip_query=r["strip_query"],
+    )
+
+
+def _direct_response(d: dict, path: str, max_body: int) -> DirectResponse:
+    body = b""
+    if d["body"] is not None:
+        body = datasource.read(d["body"], join(path, "body"))
+        if len(body) > max_body:
+            raise ConfigError(join(path, "body"),
+                              f"the body is {len(body)} bytes, more than "
+                              f"route_config.max_direct_response_body_size_bytes ({max_body})")
+    return DirectResponse(status=d["status"], body=body)
