@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 from proxy import local_reply
-from proxy._fastpath.http1 import (ChunkedDecoder, HttpError, build_request_head, build_response_head,
-                                   encode_chunk, last_chunk, parse_request)
-from proxy.router import DIRECT, REDIRECT
+from proxy._fastpath.forward import upstream_request_head
+from proxy._fastpath.http1 import (ChunkedDecoder, HttpError, build_response_head, encode_chunk, last_chunk,
+                                   parse_request)
+from proxy.router import DIRECT, FORWARD
 from proxy.upstream import ConnectError, connect
 
 log = logging.getLogger("cyvoy.http")
@@ -24,16 +24,6 @@ PENDING_LIMIT = 64 * 1024      # body bytes buffered while the upstream connecti
 
 # why reading from the client is paused (a bit each, so one reason's end does not undo another)
 P_UPSTREAM_FULL, P_PIPELINE, P_PENDING = 1, 2, 4
-
-_getrandbits = random.getrandbits
-
-
-def request_id_line() -> bytes:
-    """A random (version 4) UUID, as Envoy's x-request-id, without uuid.uuid4()'s overhead."""
-    r = (_getrandbits(128) & ~(0xF << 76) & ~(0x3 << 62)) | (0x4 << 76) | (0x2 << 62)
-    h = b"%032x" % r
-    return b"x-request-id: " + h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:] + b"\r\n"
-
 
 class Hcm:
     """What one listener's http_connection_manager needs per request, computed once."""
@@ -176,9 +166,8 @@ class Downstream(asyncio.Protocol):
         self.req_start = self.w.loop_time()
         self.resp_started = False
         self.retried = False
-        self.up = None
         self.version = head.version
-        self.is_head = head.method == b"HEAD"
+        self.is_head = is_head = head.method == b"HEAD"
         if not head.keep_alive or self.draining:
             self.keep_alive = False
         if head.chunked:
@@ -191,49 +180,52 @@ class Downstream(asyncio.Protocol):
         else:
             self.body_left = 0
             self.req_done = True
-        self.deadline_kind = 0
 
         entry = hcm.routes.match(head.host, head.path, head)
         self.entry = entry
         if entry is None or head.method == b"CONNECT":
             self._local_for_request(404, b"", "NR")
             return
-        if entry.kind != 2:   # FORWARD
+        if entry.kind != FORWARD:
             self._local_route(entry, head)
             return
-        target = entry.pick_target()
+        target = entry.targets[0] if entry.single else entry.pick_target()
         self.target = target
-        host = target.cluster.pick()
+        host = target.cluster.picker.pick()
         if host is None:
             self._local_for_request(503, b"no healthy upstream", "UH")
             return
 
-        # ---- upstream request head
-        path = head.path
-        if entry.prefix_rewrite is not None:
-            path = self._rewrite(path, entry)
+        # ---- upstream request head: one fast-path call
+        path = head.path if entry.prefix_rewrite is None else self._rewrite(head.path, entry)
         if entry.host_rewrite is not None:
             host_hdr = entry.host_rewrite
         elif entry.auto_host_rewrite and host.host_header is not None:
             host_hdr = host.host_header
         else:
             host_hdr = head.host
-        extra = self._forward_headers(head)
         headers = head.headers
+        extra = entry.timeout_line
         if target.req is not None:
             headers, more = target.req.apply(headers, head.get)
-            extra += more
-        framing = head.content_length if not head.chunked else -2
-        if framing < 0 and not head.chunked:
-            framing = -1
-        self.upstream_head = build_request_head(head.method, path, host_hdr, headers,
-                                                extra + entry.timeout_line, framing)
+            extra = more + extra
+        self.upstream_head = upstream_request_head(head, path, host_hdr, headers, hcm.use_remote_address,
+                                                   self.peer, hcm.scheme, hcm.gen_request_id, extra)
         if head.expect_continue and not self.req_done:
             # Envoy answers Expect: 100-continue itself and does not forward it.
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.pending = None
-        self.pending_size = 0
-        self._dispatch(host)
+        # an idle pooled connection if there is one, else a new one
+        idle = host.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self.up = up
+                up.send(self, self.upstream_head, is_head)
+                break
+        else:
+            self.up = None
+            self.w.loop.create_task(self._connect(host, self.seq))
         if self.req_done:
             self._arm_route_timeout()
             return
@@ -242,25 +234,6 @@ class Downstream(asyncio.Protocol):
         if self.buf:
             data, self.buf = self.buf, b""
             self._request_body(data)
-
-    def _forward_headers(self, head) -> bytes:
-        hcm = self.hcm
-        extra = b""
-        xff = head.xff
-        if hcm.use_remote_address:
-            # edge proxy: append the peer to XFF and overwrite x-forwarded-proto (Envoy's headers doc)
-            extra = b"x-forwarded-for: " + (xff + b"," + self.peer if xff else self.peer) + b"\r\n"
-            extra += b"x-forwarded-proto: " + hcm.scheme + b"\r\n"
-        else:
-            # not the edge: XFF passes through unchanged, x-forwarded-proto is set only if absent
-            if xff:
-                extra = b"x-forwarded-for: " + xff + b"\r\n"
-            extra += b"x-forwarded-proto: " + (head.xfp if head.xfp else hcm.scheme) + b"\r\n"
-        if head.request_id:
-            extra += b"x-request-id: " + head.request_id + b"\r\n"
-        elif hcm.gen_request_id:
-            extra += request_id_line()
-        return extra
 
     @staticmethod
     def _rewrite(path: bytes, entry) -> bytes:
@@ -271,16 +244,6 @@ class Downstream(asyncio.Protocol):
         return entry.prefix_rewrite + (path[q:] if q >= 0 else b"")
 
     # ---- upstream connection --------------------------------------------------------------------
-    def _dispatch(self, host):
-        idle = host.idle
-        while idle:
-            up = idle.pop()
-            if not up.closed:
-                self.up = up
-                up.send(self, self.upstream_head, self.is_head)
-                return
-        self.w.loop.create_task(self._connect(host, self.seq))
-
     async def _connect(self, host, seq):
         cluster = self.target.cluster
         try:
@@ -341,6 +304,7 @@ class Downstream(asyncio.Protocol):
             return
         if self.pending is None:
             self.pending = []
+            self.pending_size = 0
         self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size > PENDING_LIMIT:
@@ -354,14 +318,15 @@ class Downstream(asyncio.Protocol):
 
     def _arm_route_timeout(self):
         # Envoy's route timeout starts when the downstream request is complete.
-        t = self.entry.timeout if self.entry is not None and self.entry.kind == 2 else 0
+        t = self.entry.timeout
         if t:
-            self._set_deadline(t, K_ROUTE)
+            self.deadline = self.w.loop_time() + t
+            self.deadline_kind = K_ROUTE
+            self.w.active.add(self)
         elif self.hcm.stream_idle_timeout:
             self._set_deadline(self.hcm.stream_idle_timeout, K_STREAM_IDLE)
         else:
             self.deadline_kind = 0
-            self.w.active.discard(self)
 
     # ---- response (called by Upstream) ----------------------------------------------------------
     def on_response_head(self, rh, up, body):
@@ -457,9 +422,7 @@ class Downstream(asyncio.Protocol):
         self.dec = None
         self.pending = None
         self.is_head = False
-        if self.deadline_kind:
-            self.deadline_kind = 0
-            self.w.active.discard(self)
+        self.deadline_kind = 0    # the ticker drops it from w.active
         if not self.keep_alive:
             # (a draining connection whose response promised keep-alive stays open: the
             # worker's sweep closes it once idle, so a request already on its way is not lost)

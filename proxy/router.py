@@ -102,11 +102,9 @@ class Target:
 class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
-                 "status", "body", "redirect", "match_prefix_len")
+                 "status", "body", "redirect", "match_prefix_len", "single")
 
     def pick_target(self) -> Target:
-        if len(self.targets) == 1:
-            return self.targets[0]
         # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
         r = random.randrange(self.total_weight)
         for t, upto in zip(self.targets, self.weights):
@@ -171,11 +169,15 @@ class VirtualHostTable:
 
     def __init__(self, name, routes):
         self.name = name
-        self.routes = routes   # list of (matcher, RouteEntry)
+        self.routes = routes   # list of (plain prefix or None, matcher, RouteEntry)
 
     def match(self, path: bytes, head):
-        for matcher, entry in self.routes:
-            if matcher(path, head):
+        for prefix, matcher, entry in self.routes:
+            # a plain case-sensitive prefix without header matchers needs no call
+            if prefix is not None:
+                if path.startswith(prefix):
+                    return entry
+            elif matcher(path, head):
                 return entry
         return None
 
@@ -210,6 +212,9 @@ class RouteTable:
         e.match = r.match
         e.match_prefix_len = len(r.match.value.encode()) if r.match.kind == "prefix" else -1
         a = r.action
+        e.single = True
+        e.timeout_line = b""
+        e.timeout = 0
         levels = [r.edits, vh.edits, rc.edits]
         if isinstance(a, model.DirectResponse):
             e.kind = DIRECT
@@ -239,7 +244,10 @@ class RouteTable:
                     e.targets.append(Target(clusters[wc.name], *_merge([wc.edits] + levels)))
                     e.weights.append(acc)
                 e.total_weight = a.total_weight or acc
-        return (_compile_match(r.match), e)
+                e.single = len(e.targets) == 1
+        m = r.match
+        plain = m.value.encode() if (m.kind == "prefix" and m.case_sensitive and not m.headers) else None
+        return (plain, _compile_match(m), e)
 
     def virtual_host(self, host: bytes) -> VirtualHostTable | None:
         vh = self._cache.get(host, False)
@@ -266,7 +274,9 @@ class RouteTable:
         return vh
 
     def match(self, host: bytes, path: bytes, head) -> RouteEntry | None:
-        vh = self.virtual_host(host)
+        vh = self._cache.get(host, False)
+        if vh is False:
+            vh = self.virtual_host(host)
         if vh is None:
             return None
         return vh.match(path, head)

@@ -18,6 +18,7 @@ import tempfile
 
 import uvloop
 
+from proxy._fastpath.forward import seed_request_ids
 from proxy.cluster import Cluster
 from proxy.config.model import Bootstrap
 from proxy.connection_manager import Downstream, Hcm
@@ -84,7 +85,14 @@ class Worker:
     def _tick(self) -> None:
         now = self.now = self.loop_time()
         if self.active:
-            for c in [c for c in self.active if c.deadline <= now]:
+            # connections stay in `active` while busy; those with no deadline any more leave here
+            due = []
+            for c in list(self.active):
+                if not c.deadline_kind:
+                    self.active.discard(c)
+                elif c.deadline <= now:
+                    due.append(c)
+            for c in due:
                 c.on_deadline()
         self._ticks += 1
         if self._ticks % 20 == 0:   # once a second
@@ -153,6 +161,7 @@ def _ssl_context(tls) -> ssl.SSLContext:
 
 def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int) -> int:
     """Entry point in the forked child; returns the exit code."""
+    seed_request_ids()   # never share the master's (or a sibling's) random sequence
     w = Worker(bootstrap, slot, generation)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
