@@ -29,7 +29,8 @@ class Hcm:
     """What one listener's http_connection_manager needs per request, computed once."""
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
-                 "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count")
+                 "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
+                 "svc_lines")
 
     def __init__(self, cfg, routes, tls: bool):
         self.cfg = cfg
@@ -37,6 +38,8 @@ class Hcm:
         self.stat_prefix = cfg.stat_prefix
         self.max_head = cfg.max_request_headers_kb * 1024
         self.server_line = b"server: " + cfg.server_name.encode("latin-1") + b"\r\n"
+        # x-envoy-upstream-service-time + server, pre-rendered for the common 0..999 ms
+        self.svc_lines = [b"x-envoy-upstream-service-time: %d\r\n" % ms + self.server_line for ms in range(1000)]
         self.scheme = b"https" if tls else b"http"
         self.use_remote_address = cfg.use_remote_address
         self.trusted_hops = cfg.xff_num_trusted_hops
@@ -130,6 +133,11 @@ class Downstream(asyncio.Protocol):
         if not self.in_req:
             return False
         self.keep_alive = False
+        if not self.req_done and not self.resp_started:
+            # ...but a request body cut short by the close can never complete (request bodies are
+            # never close-delimited): refuse it and abort it upstream instead of waiting for bytes
+            # that cannot come (until stream_idle_timeout, holding an upstream connection).
+            self._fail(400, "request body truncated by the client's close", "DPE", bad_request=True)
         return True
 
     # ---- request head -------------------------------------------------------------------------
@@ -332,7 +340,9 @@ class Downstream(asyncio.Protocol):
     def on_response_head(self, rh, up, body):
         self.resp_started = True
         svc = int((self.w.loop_time() - self.req_start) * 1000)
-        extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + self.hcm.server_line
+        svc_lines = self.hcm.svc_lines
+        extra = svc_lines[svc] if svc < 1000 else (
+            b"x-envoy-upstream-service-time: %d\r\n" % svc + self.hcm.server_line)
         headers = rh.headers
         resp = self.target.resp
         if resp is not None:

@@ -41,6 +41,10 @@ class Worker:
         self.conns: set[Downstream] = set()
         self.active: set[Downstream] = set()    # connections with a deadline
         self.clusters: dict[str, Cluster] = {}
+        # Upstream connections idle this long are closed: the shortest listener idle_timeout
+        # (Envoy has a per-cluster idle_timeout too, 1h by default; cyvoy uses the listeners').
+        idle = [lc.hcm.idle_timeout for lc in bootstrap.listeners if lc.hcm.idle_timeout]
+        self.upstream_idle_timeout = min(idle) if idle else 3600.0
         self.servers = []
         self.draining = False
         self.counters: dict[str, int] = {}
@@ -117,7 +121,7 @@ class Worker:
                     for up in h.idle:
                         if up.closed:
                             continue
-                        if now - up.idle_since >= 3600.0 or self.draining:
+                        if now - up.idle_since >= self.upstream_idle_timeout or self.draining:
                             up.close()
                         else:
                             keep.append(up)

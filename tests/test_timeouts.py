@@ -104,3 +104,15 @@ def test_request_timeout_covers_a_slow_request_body(upstreams, proxy):
     data = s.recv(4096)
     assert data.startswith(b"HTTP/1.1 408")
     s.close()
+
+
+def test_idle_upstream_connections_are_closed_after_the_idle_timeout(upstreams, proxy):
+    (up,) = upstreams(1)
+    p = proxy(simple_config([up.port], hcm_fields={"common_http_protocol_options": {"idle_timeout": "1s"}}),
+              workers=1)
+    assert raw_request(p.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"ok from up0")
+    assert up.open_connections == 1
+    deadline = time.monotonic() + 4
+    while up.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert up.open_connections == 0

@@ -42,6 +42,10 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.server.connections += 1
+        self.server.open_connections += 1
+
+    def connection_lost(self, exc):
+        self.server.open_connections -= 1
 
     def data_received(self, data):
         try:
@@ -92,6 +96,7 @@ class Upstream:
         self.name = name
         self.requests: list[dict] = []
         self.connections = 0
+        self.open_connections = 0
         self.health_status = health_status
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
