@@ -12,7 +12,8 @@ $(BIN)/python:
 # dependencies and the package itself (editable), re-done when pyproject.toml changes
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q 'setuptools>=77' wheel 'Cython>=3.0'
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
 build: $(STAMP)
