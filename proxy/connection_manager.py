@@ -59,7 +59,7 @@ class Downstream(asyncio.Protocol):
         "in_req", "seq", "head", "entry", "target", "up", "body_left", "dec", "req_done",
         "pending", "pending_size", "resp_started", "resp_mode", "t_sent", "version", "is_head",
         "deadline", "deadline_kind", "last_io", "req_start", "retried", "upstream_head",
-        "chunked_out")
+        "chunked_out", "ambiguous")
 
     def __init__(self, worker, hcm: Hcm):
         self.w = worker
@@ -174,6 +174,7 @@ class Downstream(asyncio.Protocol):
         self.req_start = self.w.loop_time()
         self.resp_started = False
         self.retried = False
+        self.ambiguous = False
         self.version = head.version
         self.is_head = is_head = head.method == b"HEAD"
         if not head.keep_alive or self.draining:
@@ -223,6 +224,24 @@ class Downstream(asyncio.Protocol):
             # Envoy answers Expect: 100-continue itself and does not forward it.
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.pending = None
+        self.up = None
+        done_with_head = self.req_done
+        if not done_with_head:
+            if hcm.request_timeout:
+                self._set_deadline(hcm.request_timeout, K_REQUEST)
+            if is_head or head.method == b"GET":
+                # A body on GET/HEAD is ambiguous (desync-guardian): forward it, but reuse
+                # neither connection afterwards.
+                self.keep_alive = False
+                self.ambiguous = True
+            if self.buf:
+                # Decode the body bytes that came with the head before anything goes upstream,
+                # so a request refused for its body never reaches the upstream at all.
+                seq = self.seq
+                data, self.buf = self.buf, b""
+                self._request_body(data)
+                if self.seq != seq or not self.in_req:
+                    return
         # an idle pooled connection if there is one, else a new one
         idle = host.idle
         while idle:
@@ -230,18 +249,13 @@ class Downstream(asyncio.Protocol):
             if not up.closed:
                 self.up = up
                 up.send(self, self.upstream_head, is_head)
+                if self.pending:
+                    self._flush_pending(up)
                 break
         else:
-            self.up = None
             self.w.loop.create_task(self._connect(host, self.seq))
-        if self.req_done:
+        if done_with_head:
             self._arm_route_timeout()
-            return
-        if hcm.request_timeout:
-            self._set_deadline(hcm.request_timeout, K_REQUEST)
-        if self.buf:
-            data, self.buf = self.buf, b""
-            self._request_body(data)
 
     @staticmethod
     def _rewrite(path: bytes, entry) -> bytes:
@@ -269,10 +283,13 @@ class Downstream(asyncio.Protocol):
         self.up = up
         up.send(self, self.upstream_head, self.is_head)
         if self.pending:
-            up.transport.write(b"".join(self.pending))
-            self.pending = None
-            self.pending_size = 0
-            self._resume(P_PENDING)
+            self._flush_pending(up)
+
+    def _flush_pending(self, up):
+        up.transport.write(b"".join(self.pending))
+        self.pending = None
+        self.pending_size = 0
+        self._resume(P_PENDING)
 
     # ---- request body ---------------------------------------------------------------------------
     def _request_body(self, data):
@@ -383,7 +400,7 @@ class Downstream(asyncio.Protocol):
     def on_response_end(self, trailers, up):
         if self.chunked_out:
             self.transport.write(last_chunk(trailers))
-        if up.reusable and up.keep_alive and self.req_done and not up.closed:
+        if up.reusable and up.keep_alive and self.req_done and not up.closed and not self.ambiguous:
             up.idle_since = self.w.now
             up.host.idle.append(up)
         else:

@@ -15,8 +15,8 @@ the proxy closes (at most TIMEOUT). Then:
   response is a 4xx, the proxy closes, and no upstream request comes from the offending message
   (the complete messages before it, `messages` in llhttp's terms, may be forwarded). The two
   keep-alive leniency cases are the parser test's exception: answered once, then closed.
-  One known proxy issue is reported as an xfail, only when it is exactly that (KNOWN_HEAD_LEAK): the
-  head of a message refused for its chunked body already went to a pooled upstream connection.
+  That includes a message refused for a bad chunk that arrived together with its head: the proxy
+  decodes those body bytes before anything goes upstream, so not even the head is forwarded.
 - desync-guardian "Ambiguous" cases: refused or forwarded; which one is printed in the summary.
 - every case: no more upstream requests than client messages; everything forwarded parses with h11,
   has at most one framing header, no hop-by-hop header, no CR/LF/NUL in any header; no 5xx; the proxy
@@ -349,31 +349,14 @@ def check_refused(r: dict, prior: int) -> tuple[list, list]:
     return problems, r["requests"][prior:]
 
 
-def judge_refused(r: dict, prior: int, problems: list) -> str:
-    """Adds the refusal problems; returns a note for the summary. A known issue (KNOWN_HEAD_LEAK)
-    turns into an xfail, and only when it is exactly that: the refusal came from the chunked body,
-    the offending message's head reached the upstream and was aborted there, nothing else wrong."""
+def judge_refused(r: dict, prior: int, problems: list) -> None:
+    """Adds the refusal problems: not refused, too many answers, or any upstream request (even a
+    head aborted mid-body) coming from the offending message."""
     more, leaked = check_refused(r, prior)
     problems += more
-    if not leaked:
-        return ""
-    aborted = {id(e.request) for e in r["aborted"]}
-    known = (r["prep"].outcome.kind == "body-error" and not problems
-             and all(not q.complete and id(q) in aborted for q in leaked))
-    problems.append(f"{len(leaked)} upstream request head(s) of the offending message forwarded: "
-                    f"{[(q.method, q.target) for q in leaked]}"
-                    f"{' (aborted mid-body)' if known else ''}")
-    return KNOWN_HEAD_LEAK if known else ""
-
-
-# Known proxy issue, reported (not fixed here: the fix is in the request path, beyond a small change).
-# A request whose chunked body is invalid is refused with 400 only once the body is decoded, but the
-# head has already been written to a pooled upstream connection when one is idle (_begin dispatches
-# before feeding the body bytes that arrived with the head). The upstream connection is then aborted,
-# so the upstream never sees a complete request and the connection is not reused, but an upstream
-# that acts on heads (e.g. a GET) has seen a request the client was told was refused. Depends on the
-# pool: with no idle connection the connect is still in flight and nothing is sent.
-KNOWN_HEAD_LEAK = "head forwarded to a pooled upstream connection before its invalid chunked body was seen, then aborted"
+    if leaked:
+        problems.append(f"{len(leaked)} upstream request head(s) of the offending message forwarded: "
+                        f"{[(q.method, q.target) for q in leaked]}")
 
 
 def _ids(cases, key, prefix):
@@ -401,14 +384,10 @@ def test_llhttp_case_through_proxy(live, case, request):
         else:
             # lenient: the complete messages before the one the strict parser refuses
             prior = len(outcome.heads) - (1 if outcome.kind == "body-error" else 0)
-        note = judge_refused(r, prior, problems)
-        if note:
-            group += ": KNOWN ISSUE, " + note
+        judge_refused(r, prior, problems)
     else:
         group = "llhttp ok"
     live.results[case_id] = (group, _describe(r))
-    if group.endswith(KNOWN_HEAD_LEAK) and len(problems) == 1:
-        pytest.xfail(_fail_report(case, r, problems))
     assert not problems, _fail_report(case, r, problems)
 
 
@@ -420,9 +399,7 @@ def test_desync_case_through_proxy(live, case, request):
     tier = case["tier"]
     if tier == "Severe":
         group = "desync Severe"
-        note = judge_refused(r, 0, problems)
-        if note:
-            group += ": KNOWN ISSUE, " + note
+        judge_refused(r, 0, problems)
     elif tier == "Ambiguous":
         refused = bool(r["finals"]) and is_refusal(r["finals"][-1].status) and not r["requests"]
         forwarded = len(r["complete"]) == 1 and [x.status for x in r["finals"]] == [200]
@@ -438,8 +415,6 @@ def test_desync_case_through_proxy(live, case, request):
     else:
         group = f"desync {tier}"
     live.results[case_id] = (group, _describe(r))
-    if group.endswith(KNOWN_HEAD_LEAK) and len(problems) == 1:
-        pytest.xfail(_fail_report(case, r, problems))
     assert not problems, _fail_report(case, r, problems)
 
 
