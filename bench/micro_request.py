@@ -13,7 +13,7 @@ from proxy.config import load_file
 from proxy.connection_manager import Downstream, Hcm
 from proxy.router import RouteTable
 from proxy.cluster import Cluster
-from proxy.upstream import Upstream
+from proxy._fastpath.connection import Upstream
 from pathlib import Path
 
 REQ = (b"GET /index.html HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n")

@@ -1,0 +1,81 @@
+# The per-request state machines of one worker: a downstream HTTP/1.1 connection (Envoy's HTTP
+# connection manager + router) and an upstream connection from a host's pool. Documented in
+# connection.pyx; the Python face is proxy/connection_manager.py.
+from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
+
+
+cdef class Downstream:
+    cdef public object w            # the Worker
+    cdef public object hcm          # proxy.connection_manager.Hcm
+    cdef public object transport
+    cdef public bytes peer
+    cdef public bytes buf
+    cdef public bint closed
+    cdef public int paused
+    cdef public bint keep_alive
+    cdef public bint draining
+    # the request in flight
+    cdef public bint in_req
+    cdef public long long seq
+    cdef public RequestHead head
+    cdef public object entry        # router.RouteEntry
+    cdef public object target       # router.Target
+    cdef public Upstream up
+    cdef long long body_left
+    cdef ChunkedDecoder dec
+    cdef public bint req_done
+    cdef list pending
+    cdef Py_ssize_t pending_size
+    cdef public bint resp_started
+    cdef int version
+    cdef bint is_head
+    cdef public double deadline
+    cdef public int deadline_kind
+    cdef public double last_io
+    cdef double req_start
+    cdef bint retried
+    cdef bytes upstream_head
+    cdef bint chunked_out
+    cdef bint ambiguous
+
+    cdef _read_head(self, bytes buf)
+    cdef _begin(self, RequestHead head)
+    cdef _send_upstream(self, Upstream up)
+    cdef _request_body(self, bytes data)
+    cdef _to_upstream(self, bytes data)
+    cdef _request_complete(self)
+    cdef _arm_route_timeout(self)
+    cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body)
+    cdef on_response_body(self, bytes data)
+    cdef on_response_end(self, bytes trailers, Upstream up)
+    cdef on_upstream_reset(self, Upstream up, str reason)
+    cdef on_upstream_error(self, int status, str reason, str flag)
+    cdef _finish(self)
+    cdef _set_deadline(self, double seconds, int kind)
+    cdef _pause(self, int bit)
+    cdef _resume(self, int bit)
+
+
+cdef class Upstream:
+    cdef public object host         # cluster.Host
+    cdef public object worker
+    cdef public object transport
+    cdef public Downstream ds       # the downstream this connection serves, None when idle
+    cdef bytes buf
+    cdef int state
+    cdef long long left
+    cdef ChunkedDecoder dec
+    cdef public bint keep_alive
+    cdef public bint closed
+    cdef public bint reusable
+    cdef public double idle_since
+    cdef public bint got_bytes
+    cdef bint read_paused
+    cdef bint no_body
+    cdef public long long uses
+
+    cdef send(self, Downstream ds, bytes head, bint no_body)
+    cdef _body(self, bytes data, Downstream ds)
+    cdef _done(self, bytes trailers)
+    cdef pause_upstream_reading(self)
+    cdef resume_upstream_reading(self)

@@ -1,0 +1,783 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The per-request state machines: Envoy's HTTP connection manager + router for one downstream
+HTTP/1.1 connection, and one pooled upstream connection.
+
+Data flow, top to bottom: bytes in -> `parse_request` -> route -> pick a host -> an upstream
+connection from the host's pool -> request head + streamed body -> response head and streamed
+body back -> next pipelined request. One request is in flight per connection; pipelined requests
+wait in `buf`, so responses leave in order.
+
+These are Cython classes because they run for every request: their fields are C struct members
+and the calls between them C calls. Everything decided once per config (routes, header plans,
+timeouts) is prepared in Python by proxy/connection_manager.py and proxy/router.py.
+"""
+import asyncio
+import logging
+
+from proxy import local_reply
+from proxy._fastpath.forward import upstream_request_head
+from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
+                                   parse_request, parse_response)
+
+from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
+
+log = logging.getLogger("cyvoy.http")
+
+cdef Py_ssize_t PIPELINE_LIMIT = 64 * 1024   # buffered pipelined bytes before we stop reading the client
+cdef Py_ssize_t PENDING_LIMIT = 64 * 1024    # body bytes buffered while the upstream connection opens
+cdef Py_ssize_t MAX_RESPONSE_HEAD = 60 * 1024   # Envoy's default max_response_headers_kb
+
+# why reading from the client is paused (a bit each, so one reason's end does not undo another)
+cdef enum:
+    P_UPSTREAM_FULL = 1
+    P_PIPELINE = 2
+    P_PENDING = 4
+
+# deadline kinds, checked by the worker's ticker
+K_HEADERS, K_ROUTE, K_STREAM_IDLE, K_REQUEST = 1, 2, 3, 4
+cdef enum:
+    C_HEADERS = 1
+    C_ROUTE = 2
+    C_STREAM_IDLE = 3
+    C_REQUEST = 4
+
+# route entry kinds (proxy.router)
+cdef enum:
+    R_DIRECT = 0
+    R_REDIRECT = 1
+    R_FORWARD = 2
+
+# upstream states
+cdef enum:
+    IDLE = 0
+    HEAD = 1
+    BODY = 2
+
+cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
+cdef class Downstream:
+    """One client connection (uvloop calls the asyncio Protocol methods by name)."""
+
+    def __init__(self, worker, hcm):
+        self.w = worker
+        self.hcm = hcm
+        self.transport = None
+        self.peer = b""
+        self.buf = b""
+        self.closed = False
+        self.paused = 0
+        self.keep_alive = True
+        self.draining = False
+        self.in_req = False
+        self.seq = 0
+        self.up = None
+        self.deadline = 0.0
+        self.deadline_kind = 0
+        self.head = None
+        self.dec = None
+        self.pending = None
+        self.is_head = False
+        self.resp_started = False
+        self.req_done = True
+        self.chunked_out = False
+        self.ambiguous = False
+        self.retried = False
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0].encode() if peer else b""
+        w = self.w
+        self.last_io = w.now
+        hcm = self.hcm
+        hcm.conn_count += 1
+        w.conns.add(self)
+        if hcm.conn_limit and hcm.conn_count > hcm.conn_limit:
+            w.count("downstream_cx_overflow")
+            self.closed = True
+            transport.abort()
+            return
+        if w.draining:
+            self.draining = True
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.hcm.conn_count -= 1
+        self.w.conns.discard(self)
+        self.w.active.discard(self)
+        up = self.up
+        if up is not None:
+            # The client went away mid-exchange: the upstream connection is in an unknown state.
+            self.up = None
+            up.close()
+        self.in_req = False
+
+    def data_received(self, bytes data):
+        self.last_io = self.w.now
+        try:
+            if not self.in_req:
+                self._read_head(self.buf + data if self.buf else data)
+            elif not self.req_done:
+                self._request_body(data)
+            else:
+                # pipelined: keep it until the response in flight is complete
+                self.buf += data
+                if len(self.buf) > PIPELINE_LIMIT:
+                    self._pause(P_PIPELINE)
+        except Exception:
+            log.exception("internal error on a downstream connection")
+            self._fail(500, "internal error", "")
+
+    def eof_received(self):
+        # A client may half-close after sending its request; the response still goes out.
+        if not self.in_req:
+            return False
+        self.keep_alive = False
+        if not self.req_done and not self.resp_started:
+            # ...but a request body cut short by the close can never complete (request bodies are
+            # never close-delimited): refuse it and abort it upstream instead of waiting for bytes
+            # that cannot come (until stream_idle_timeout, holding an upstream connection).
+            self._fail(400, "request body truncated by the client's close", "DPE", True)
+        return True
+
+    # flow control: the client reads slower than the upstream sends
+    def pause_writing(self):
+        if self.up is not None:
+            self.up.pause_upstream_reading()
+
+    def resume_writing(self):
+        if self.up is not None:
+            self.up.resume_upstream_reading()
+
+    # ---- request head -------------------------------------------------------------------------
+    cdef _read_head(self, bytes buf):
+        hcm = self.hcm
+        cdef RequestHead head
+        try:
+            head = parse_request(buf, 0, hcm.max_head, True)
+        except HttpError as e:
+            self.buf = b""
+            self.in_req = True      # nothing more is read from this connection
+            self.keep_alive = False
+            self.w.count("downstream_rq_rx_reset" if e.status == 400 else f"local_reply_{e.status}")
+            log.debug("bad request from %s: %s", self.peer, e.reason)
+            self._local(e.status, e.reason.encode("latin-1", "replace") if e.status != 400 else b"Bad Request",
+                        True)
+            return
+        if head is None:
+            self.buf = buf
+            if self.deadline_kind == 0 and buf.strip(b"\r\n"):
+                # request_headers_timeout runs from the first byte and does not restart per byte
+                if hcm.headers_timeout:
+                    self._set_deadline(hcm.headers_timeout, C_HEADERS)
+                elif hcm.request_timeout:
+                    self._set_deadline(hcm.request_timeout, C_REQUEST)
+            return
+        cdef Py_ssize_t n = head.head_len
+        self.buf = buf[n:] if len(buf) > n else b""
+        self._begin(head)
+
+    cdef _begin(self, RequestHead head):
+        hcm = self.hcm
+        self.in_req = True
+        self.seq += 1
+        self.head = head
+        self.req_start = self.w.loop_time()
+        self.resp_started = False
+        self.retried = False
+        self.ambiguous = False
+        self.version = head.version
+        cdef bint is_head = head.method == b"HEAD"
+        self.is_head = is_head
+        if not head.keep_alive or self.draining:
+            self.keep_alive = False
+        if head.chunked:
+            self.body_left = -2
+            self.dec = ChunkedDecoder()
+            self.req_done = False
+        elif head.content_length > 0:
+            self.body_left = head.content_length
+            self.req_done = False
+        else:
+            self.body_left = 0
+            self.req_done = True
+
+        entry = hcm.routes.match(head.host, head.path, head)
+        self.entry = entry
+        if entry is None or head.method == b"CONNECT":
+            self._local_for_request(404, b"")
+            return
+        if entry.kind != R_FORWARD:
+            self._local_route(entry, head)
+            return
+        target = entry.targets[0] if entry.single else entry.pick_target()
+        self.target = target
+        host = target.cluster.picker.pick()
+        if host is None:
+            self._local_for_request(503, b"no healthy upstream")
+            return
+
+        # ---- upstream request head: one fast-path call
+        cdef bytes path = head.path
+        if entry.prefix_rewrite is not None:
+            path = _rewrite(path, entry)
+        cdef bytes host_hdr
+        if entry.host_rewrite is not None:
+            host_hdr = entry.host_rewrite
+        elif entry.auto_host_rewrite and host.host_header is not None:
+            host_hdr = host.host_header
+        else:
+            host_hdr = head.host
+        cdef bytes headers = head.headers
+        cdef bytes extra = entry.timeout_line
+        if target.req is not None:
+            headers, more = target.req.apply(headers, head.get)
+            extra = more + extra
+        self.upstream_head = upstream_request_head(head, path, host_hdr, headers, hcm.use_remote_address,
+                                                   self.peer, hcm.scheme, hcm.gen_request_id, extra)
+        if head.expect_continue and not self.req_done:
+            # Envoy answers Expect: 100-continue itself and does not forward it.
+            self.transport.write(CONTINUE_100)
+        self.pending = None
+        self.up = None
+        cdef bint done_with_head = self.req_done
+        cdef long long seq
+        if not done_with_head:
+            if hcm.request_timeout:
+                self._set_deadline(hcm.request_timeout, C_REQUEST)
+            if is_head or head.method == b"GET":
+                # A body on GET/HEAD is ambiguous (desync-guardian): forward it, but reuse
+                # neither connection afterwards.
+                self.keep_alive = False
+                self.ambiguous = True
+            if self.buf:
+                # Decode the body bytes that came with the head before anything goes upstream,
+                # so a request refused for its body never reaches the upstream at all.
+                seq = self.seq
+                data = self.buf
+                self.buf = b""
+                self._request_body(data)
+                if self.seq != seq or not self.in_req:
+                    return
+        # an idle pooled connection if there is one, else a new one
+        cdef list idle = host.idle
+        cdef Upstream up
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self._send_upstream(up)
+                break
+        else:
+            self.w.loop.create_task(self._connect(host, self.seq))
+        if done_with_head:
+            self._arm_route_timeout()
+
+    cdef _send_upstream(self, Upstream up):
+        self.up = up
+        up.send(self, self.upstream_head, self.is_head)
+        if self.pending:
+            up.transport.write(b"".join(self.pending))
+            self.pending = None
+            self.pending_size = 0
+            self._resume(P_PENDING)
+
+    async def _connect(self, host, long long seq):
+        cluster = self.target.cluster
+        loop = self.w.loop
+        w = self.w
+        try:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(lambda: Upstream(host, w), host.address, host.port),
+                cluster.connect_timeout)
+        except asyncio.TimeoutError:
+            reason = "connection timeout"
+        except OSError as e:
+            # Envoy's wording: "remote connection failure, transport failure reason: delayed connect error: 111"
+            reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
+        else:
+            if self.seq != seq or not self.in_req or self.closed:
+                host.idle.append(up)   # the request is gone; the fresh connection is still good
+                up.idle_since = w.now
+                return
+            self._send_upstream(up)
+            return
+        if self.seq == seq and self.in_req and not self.closed:
+            w.count("upstream_cx_connect_fail")
+            self._fail(503, RESET_BEFORE_HEADERS + reason, "UF")
+
+    # ---- request body ---------------------------------------------------------------------------
+    cdef _request_body(self, bytes data):
+        cdef long long left = self.body_left
+        cdef Py_ssize_t n, c
+        if left > 0:
+            n = len(data)
+            if n <= left:
+                self.body_left = left - n
+                self._to_upstream(data)
+                if self.body_left == 0:
+                    self._request_complete()
+                return
+            self._to_upstream(data[:left])
+            self.body_left = 0
+            self.buf = data[left:]
+            self._request_complete()
+            return
+        try:
+            payload = self.dec.feed(data)
+        except HttpError as e:
+            self.keep_alive = False
+            self._fail(400, "invalid chunked body: " + e.reason, "DPE", True)
+            return
+        if payload:
+            self._to_upstream(encode_chunk(payload))
+        if self.dec.done:
+            self._to_upstream(last_chunk(self.dec.trailers))
+            c = self.dec.consumed
+            if c < len(data):
+                self.buf = data[c:]
+            self._request_complete()
+
+    cdef _to_upstream(self, bytes data):
+        up = self.up
+        if up is not None and not up.closed:
+            up.transport.write(data)
+            return
+        if self.pending is None:
+            self.pending = []
+            self.pending_size = 0
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > PENDING_LIMIT:
+            self._pause(P_PENDING)
+
+    cdef _request_complete(self):
+        self.req_done = True
+        if self.buf and len(self.buf) > PIPELINE_LIMIT:
+            self._pause(P_PIPELINE)
+        self._arm_route_timeout()
+
+    cdef _arm_route_timeout(self):
+        # Envoy's route timeout starts when the downstream request is complete.
+        cdef double t = self.entry.timeout
+        if t:
+            self.deadline = self.w.loop_time() + t
+            self.deadline_kind = C_ROUTE
+            self.w.active.add(self)
+        elif self.hcm.stream_idle_timeout:
+            self._set_deadline(self.hcm.stream_idle_timeout, C_STREAM_IDLE)
+        else:
+            self.deadline_kind = 0
+
+    # ---- response (called by Upstream) ----------------------------------------------------------
+    cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body):
+        self.resp_started = True
+        cdef long svc = <long>((self.w.loop_time() - self.req_start) * 1000)
+        hcm = self.hcm
+        cdef bytes extra
+        if 0 <= svc < 1000:
+            extra = hcm.svc_lines[svc]
+        else:
+            extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + hcm.server_line
+        cdef bytes headers = rh.headers
+        resp = self.target.resp
+        if resp is not None:
+            headers, more = resp.apply(headers, rh.get)
+            extra += more
+        if not self.req_done:
+            # The upstream answered before the whole request arrived: after this response the
+            # connection's framing cannot be trusted for another request.
+            self.keep_alive = False
+        # The client connection stays open when the client wants it and we can frame the body;
+        # whether the upstream connection is reused is the upstream's business (Upstream.keep_alive).
+        cdef bint keep = self.keep_alive and not self.draining
+        cdef long long framing
+        if rh.no_body or self.is_head:
+            framing = rh.content_length if rh.content_length >= 0 and rh.status != 204 else -3
+            self.chunked_out = False
+        elif rh.content_length >= 0 and not rh.chunked:
+            framing = rh.content_length
+            self.chunked_out = False
+        elif self.version == 11:
+            framing = -2    # chunked re-encoded (or close-delimited turned chunked)
+            self.chunked_out = True
+        else:
+            framing = -3    # HTTP/1.0 client: the body runs to the close
+            keep = False
+            self.chunked_out = False
+        self.keep_alive = keep
+        cdef bytes out = build_response_head(rh.status, headers, extra, framing, keep)
+        # one write (one syscall) for a small response whose body came with its head
+        self.transport.write(out + body if body else out)
+
+    cdef on_response_body(self, bytes data):
+        self.last_io = self.w.now
+        if self.chunked_out:
+            self.transport.write(encode_chunk(data))
+        else:
+            self.transport.write(data)
+
+    cdef on_response_end(self, bytes trailers, Upstream up):
+        if self.chunked_out:
+            self.transport.write(last_chunk(trailers))
+        if up.reusable and up.keep_alive and self.req_done and not up.closed and not self.ambiguous:
+            up.idle_since = self.w.now
+            up.host.idle.append(up)
+        else:
+            up.close()
+        self.up = None
+        self._finish()
+
+    cdef on_upstream_reset(self, Upstream up, str reason):
+        if not self.resp_started and not up.got_bytes and up.uses > 1 and not self.retried \
+                and self.head.content_length <= 0 and not self.head.chunked:
+            # A pooled connection the upstream closed as we reused it: nothing was received and
+            # the request had no body, so sending it again on a fresh connection is safe.
+            self.retried = True
+            self.up = None
+            self.w.loop.create_task(self._connect(up.host, self.seq))
+            return
+        self.up = None
+        self._fail(503, RESET_BEFORE_HEADERS + reason, "UC")
+
+    cdef on_upstream_error(self, int status, str reason, str flag):
+        self.up = None
+        self._fail(status, reason, flag)
+
+    # ---- end of an exchange ---------------------------------------------------------------------
+    cdef _finish(self):
+        self.in_req = False
+        self.head = None
+        self.entry = None
+        self.dec = None
+        self.pending = None
+        self.is_head = False
+        self.deadline_kind = 0    # the ticker drops it from w.active
+        if not self.keep_alive:
+            # (a draining connection whose response promised keep-alive stays open: the
+            # worker's sweep closes it once idle, so a request already on its way is not lost)
+            self.closed = True
+            self.transport.close()
+            return
+        self.last_io = self.w.now
+        if self.paused & P_PIPELINE:
+            self._resume(P_PIPELINE)
+        if self.buf:
+            data = self.buf
+            self.buf = b""
+            self._read_head(data)
+
+    def _fail(self, int status, str reason, str flag, bint bad_request=False):
+        """A local reply if nothing was sent yet, else a reset: never a half-written response."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()
+        if self.closed:
+            return
+        self.w.count(f"local_reply_{status}")
+        log.debug("%s %s -> %d %s (%s)", self.head.method if self.head is not None else b"",
+                  self.head.path if self.head is not None else b"", status, reason, flag)
+        if self.in_req and self.resp_started:
+            self.closed = True
+            self.transport.abort()
+            return
+        if not self.req_done or bad_request:
+            self.keep_alive = False   # the rest of the request body would be read as a new request
+        self._local(status, reason.encode("latin-1", "replace"), not self.keep_alive)
+
+    def _local(self, int status, bytes body, bint close, bytes extra=b"", bytes headers=b""):
+        if close:
+            self.keep_alive = False
+        self.resp_started = True
+        self.transport.write(local_reply.render(status, body, self.hcm.server_line, extra, headers,
+                                                not self.keep_alive, self.is_head))
+        self._finish()
+
+    def _local_for_request(self, int status, bytes body):
+        self.w.count(f"local_reply_{status}")
+        if not self.req_done:
+            self.keep_alive = False   # we will not read the body it is sending
+        self._local(status, body, not self.keep_alive)
+
+    def _local_route(self, entry, RequestHead head):
+        target = entry.targets[0]
+        headers, extra = (b"", b"")
+        if target.resp is not None:
+            headers, extra = target.resp.apply(b"", lambda name: None)
+        if not self.req_done:
+            self.keep_alive = False
+        if entry.kind == R_DIRECT:
+            self._local(entry.status, entry.body, not self.keep_alive, extra, headers)
+        else:  # REDIRECT
+            loc = local_reply.redirect_location(entry.redirect, self.hcm.scheme, head.host, head.path, entry)
+            self._local(entry.redirect.response_code, b"", not self.keep_alive,
+                        extra + b"location: " + loc + b"\r\n", headers)
+
+    # ---- timeouts (checked by the worker's ticker) ----------------------------------------------
+    cdef _set_deadline(self, double seconds, int kind):
+        self.deadline = self.w.loop_time() + seconds
+        self.deadline_kind = kind
+        self.w.active.add(self)
+
+    def on_deadline(self):
+        cdef int kind = self.deadline_kind
+        self.deadline_kind = 0
+        self.w.active.discard(self)
+        if self.closed:
+            return
+        if kind == C_HEADERS:
+            self.in_req = True
+            self.keep_alive = False
+            self.w.count("downstream_rq_header_timeout")
+            self._local(408, b"request header timeout", True)
+        elif kind == C_ROUTE:
+            self.w.count("upstream_rq_timeout")
+            self._fail(504, "upstream request timeout", "UT")
+        elif kind == C_REQUEST:
+            self.w.count("downstream_rq_timeout")
+            self._fail(408, "request timeout", "")
+        elif kind == C_STREAM_IDLE:
+            quiet = self.w.loop_time() - self.last_io
+            if quiet < self.hcm.stream_idle_timeout:   # there was traffic: wait from the last byte
+                self._set_deadline(self.hcm.stream_idle_timeout - quiet, C_STREAM_IDLE)
+                return
+            self._fail(408 if not self.resp_started else 504, "stream timeout", "SI")
+
+    cdef _pause(self, int bit):
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= bit
+
+    cdef _resume(self, int bit):
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_reading_for_upstream(self, bint on):
+        if on:
+            self._pause(P_UPSTREAM_FULL)
+        else:
+            self._resume(P_UPSTREAM_FULL)
+
+    def close_if_idle(self):
+        if not self.in_req and not self.buf and not self.closed:
+            self.closed = True
+            self.transport.close()
+            return True
+        return False
+
+
+cdef bytes _rewrite(bytes path, entry):
+    cdef bytes rewrite = entry.prefix_rewrite
+    cdef Py_ssize_t n = entry.match_prefix_len
+    if n >= 0:
+        return rewrite + path[n:]
+    # path / regex matches: the whole path is replaced, the query string kept
+    q = path.find(b"?")
+    return rewrite + (path[q:] if q >= 0 else b"")
+
+
+cdef class Upstream:
+    """One HTTP/1.1 connection to an upstream host, reused through the host's pool.
+
+    It parses the response head in one fast-path call, frames the body (Content-Length, chunked,
+    or until close), and hands bytes to the downstream it serves. A connection whose response
+    was not framed cleanly, or that closed, is never put back in the pool.
+    """
+
+    def __init__(self, host, worker):
+        self.host = host
+        self.worker = worker
+        self.transport = None
+        self.ds = None
+        self.buf = b""
+        self.state = IDLE
+        self.left = -1
+        self.dec = None
+        self.keep_alive = True
+        self.closed = False
+        self.reusable = True
+        self.idle_since = 0.0
+        self.got_bytes = False
+        self.read_paused = False
+        self.no_body = False
+        self.uses = 0
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    cdef send(self, Downstream ds, bytes head, bint no_body):
+        """Start one exchange: write the request head; the body follows through `transport`."""
+        self.ds = ds
+        self.state = HEAD
+        self.got_bytes = False
+        self.no_body = no_body
+        self.uses += 1
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.transport.write(head)
+
+    def data_received(self, bytes data):
+        cdef Downstream ds = self.ds
+        if ds is None:
+            # Bytes on an idle connection: the upstream is confused; never reuse it.
+            self.close()
+            return
+        self.got_bytes = True
+        if self.state == BODY:
+            self._body(data, ds)
+            return
+        cdef bytes buf = self.buf + data if self.buf else data
+        cdef ResponseHead rh
+        cdef int status
+        while True:
+            try:
+                rh = parse_response(buf, 0, MAX_RESPONSE_HEAD)
+            except HttpError as e:
+                self.buf = b""
+                self.close()
+                ds.on_upstream_error(502, "upstream sent an invalid response: " + e.reason, "UPE")
+                return
+            if rh is None:
+                self.buf = buf
+                return
+            status = rh.status
+            if 100 <= status < 200:
+                # 1xx interim responses are absorbed (cyvoy answers Expect: 100-continue itself,
+                # as Envoy does by default); 101 needs an upgrade we did not ask for.
+                if status == 101:
+                    self.buf = b""
+                    self.close()
+                    ds.on_upstream_error(502, "upstream sent 101 without an upgrade", "UPE")
+                    return
+                buf = buf[rh.head_len:]
+                if not buf:
+                    self.buf = b""
+                    return
+                continue
+            break
+        self.buf = b""
+        self.state = BODY
+        self.keep_alive = rh.keep_alive
+        if self.no_body or rh.no_body:
+            self.left = 0
+        elif rh.chunked:
+            self.left = -2
+            self.dec = ChunkedDecoder()
+        else:
+            self.left = rh.content_length   # -1: until the upstream closes
+            if self.left < 0:
+                self.keep_alive = False
+        cdef Py_ssize_t hl = rh.head_len
+        cdef bytes rest = buf[hl:] if len(buf) > hl else b""
+        cdef long long left = self.left
+        cdef Py_ssize_t n
+        if left > 0 and rest:
+            # Content-Length body that came with the head: written together with it
+            n = len(rest)
+            if n >= left:
+                if n > left:
+                    self.reusable = False   # more than Content-Length: drop it, and the connection
+                    rest = rest[:left]
+                self.left = left = 0
+            else:
+                self.left = left - n
+            ds.on_response_head(rh, self, rest)
+            rest = b""
+        else:
+            ds.on_response_head(rh, self, b"")
+        if self.ds is not ds:      # the downstream went away while we wrote the head
+            return
+        if left == 0:
+            if rest:
+                self.reusable = False   # bytes after a complete response: not safe to reuse
+            self._done(b"")
+        elif rest:
+            self._body(rest, ds)
+
+    cdef _body(self, bytes data, Downstream ds):
+        cdef long long left = self.left
+        cdef Py_ssize_t n
+        if left > 0:
+            n = len(data)
+            if n < left:
+                self.left = left - n
+                ds.on_response_body(data)
+                return
+            if n > left:
+                self.reusable = False   # more than Content-Length: drop it, and the connection
+                data = data[:left]
+            self.left = 0
+            ds.on_response_body(data)
+            self._done(b"")
+        elif left == -2:
+            try:
+                payload = self.dec.feed(data)
+            except HttpError as e:
+                self.close()
+                ds.on_upstream_error(502, "upstream sent invalid chunked framing: " + e.reason, "UPE")
+                return
+            if payload:
+                ds.on_response_body(payload)
+            if self.dec.done:
+                if self.dec.consumed < len(data):
+                    self.reusable = False
+                self._done(self.dec.trailers)
+        else:   # close-delimited
+            ds.on_response_body(data)
+
+    cdef _done(self, bytes trailers):
+        cdef Downstream ds = self.ds
+        self.ds = None
+        self.state = IDLE
+        self.dec = None
+        if ds is not None:
+            ds.on_response_end(trailers, self)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.reusable = False
+        cdef Downstream ds = self.ds
+        if ds is None:
+            return
+        if self.state == BODY and self.left == -1:
+            self._done(b"")   # close-delimited body ends at close
+            return
+        self.ds = None
+        self.state = IDLE
+        ds.on_upstream_reset(self, "connection termination")
+
+    # ---- flow control --------------------------------------------------------------------------
+    def pause_writing(self):
+        # the upstream reads the request body slower than the client sends it
+        if self.ds is not None:
+            self.ds.pause_reading_for_upstream(True)
+
+    def resume_writing(self):
+        if self.ds is not None:
+            self.ds.pause_reading_for_upstream(False)
+
+    cdef pause_upstream_reading(self):
+        # the client reads the response slower than the upstream sends it
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    cdef resume_upstream_reading(self):
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def close(self):
+        self.reusable = False
+        self.ds = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
