@@ -75,6 +75,7 @@ cdef class Upstream:
     cdef public long long uses
 
     cdef send(self, Downstream ds, bytes head, bint no_body)
+    cdef _received(self, bytes data, Downstream ds)
     cdef _body(self, bytes data, Downstream ds)
     cdef _done(self, bytes trailers)
     cdef pause_upstream_reading(self)

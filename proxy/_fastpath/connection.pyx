@@ -629,6 +629,15 @@ cdef class Upstream:
             # Bytes on an idle connection: the upstream is confused; never reuse it.
             self.close()
             return
+        try:
+            self._received(data, ds)
+        except Exception:
+            # never let a bug take the worker's loop down: this exchange fails, the rest go on
+            log.exception("internal error on an upstream connection")
+            self.close()
+            ds.on_upstream_error(502, "internal error", "UPE")
+
+    cdef _received(self, bytes data, Downstream ds):
         self.got_bytes = True
         if self.state == BODY:
             self._body(data, ds)
