@@ -102,7 +102,7 @@ class Target:
 class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
-                 "status", "body", "redirect", "match_prefix_len", "single")
+                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn")
 
     def pick_target(self) -> Target:
         # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
@@ -164,6 +164,69 @@ def _compile_match(m: model.RouteMatch):
                                and headers_ok(head))
 
 
+def compile_hash_policy(policies: list[model.HashPolicy]):
+    """A function (request head, peer address bytes) -> 64-bit hash or None, combining the
+    route's hash policies as Envoy's HashPolicyImpl::generateHash does: each new hash is XORed
+    into the previous one rotated left by one bit; a terminal policy that produced a hash stops.
+    Each value is hashed with xxHash64 (seed 0), Envoy's HashUtil::xxHash64."""
+    from proxy._fastpath.lb import hash_key
+
+    def header(name):
+        key = name.encode()
+        return lambda head, peer: (lambda v: None if v is None else hash_key(v))(head.get(key))
+
+    def cookie(name):
+        want = name.encode()
+
+        def f(head, peer):
+            for line in head.get_all(b"cookie"):
+                for part in line.split(b";"):
+                    k, sep, v = part.strip().partition(b"=")
+                    if sep and k == want:
+                        return hash_key(v)
+            return None
+        return f
+
+    def query(name):
+        want = name.encode()
+
+        def f(head, peer):
+            q = head.path.partition(b"?")[2]
+            for part in q.split(b"&"):
+                k, sep, v = part.partition(b"=")
+                if k == want:
+                    return hash_key(v)
+            return None
+        return f
+
+    steps = []
+    for p in policies:
+        if p.kind == "header":
+            fn = header(p.name)
+        elif p.kind == "cookie":
+            fn = cookie(p.name)
+        elif p.kind == "query_parameter":
+            fn = query(p.name)
+        elif p.kind == "source_ip":
+            fn = lambda head, peer: hash_key(peer) if peer else None  # noqa: E731
+        else:
+            continue
+        steps.append((fn, p.terminal))
+    mask = (1 << 64) - 1
+
+    def generate(head, peer):
+        h = None
+        for fn, terminal in steps:
+            new = fn(head, peer)
+            if new is not None:
+                old = ((h << 1) | (h >> 63)) & mask if h is not None else 0
+                h = old ^ new
+            if terminal and h is not None:
+                break
+        return h
+    return generate
+
+
 class VirtualHostTable:
     __slots__ = ("name", "routes")
 
@@ -213,6 +276,7 @@ class RouteTable:
         e.match_prefix_len = len(r.match.value.encode()) if r.match.kind == "prefix" else -1
         a = r.action
         e.single = True
+        e.hash_fn = None
         e.timeout_line = b""
         e.timeout = 0
         levels = [r.edits, vh.edits, rc.edits]
@@ -232,6 +296,7 @@ class RouteTable:
             e.prefix_rewrite = a.prefix_rewrite.encode() if a.prefix_rewrite is not None else None
             e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
             e.auto_host_rewrite = a.auto_host_rewrite
+            e.hash_fn = compile_hash_policy(a.hash_policy) if a.hash_policy else None
             if a.cluster is not None:
                 e.targets = [Target(clusters[a.cluster], *_merge(levels))]
                 e.weights = [1]

@@ -393,7 +393,6 @@ def test_host_rewrites_are_exclusive():
 
 @pytest.mark.parametrize("field, value", [
     ("retry_policy", {"retry_on": "5xx"}),
-    ("hash_policy", [{"header": {"header_name": "x-user"}}]),
     ("request_mirror_policies", [{"cluster": "canary"}]),
     ("regex_rewrite", {"pattern": {"regex": "x"}, "substitution": "y"}),
     ("idle_timeout", "5s"),
@@ -653,3 +652,23 @@ def test_route_action_types():
         {"match": {"prefix": "/c"}, "direct_response": {"status": 200}}))
     assert [type(r.action) for r in rc.virtual_hosts[0].routes] == [RouteAction, Redirect,
                                                                      DirectResponse]
+
+
+def test_hash_policies_are_read_in_order_with_terminal():
+    rc = built_route_config(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "hash_policy": [
+        {"header": {"header_name": "X-User"}},
+        {"cookie": {"name": "sid"}, "terminal": True},
+        {"connection_properties": {"source_ip": True}},
+        {"query_parameter": {"name": "u"}}]}}))
+    hp = rc.virtual_hosts[0].routes[0].action.hash_policy
+    assert [(h.kind, h.name, h.terminal) for h in hp] == [
+        ("header", "x-user", False), ("cookie", "sid", True), ("source_ip", "", False),
+        ("query_parameter", "u", False)]
+
+
+def test_hash_policy_cookie_with_ttl_is_refused():
+    with pytest.raises(ConfigError) as e:
+        load_dict(config({"match": {"prefix": "/"}, "route": {
+            "cluster": "backend", "hash_policy": [{"cookie": {"name": "sid", "ttl": "10s"}}]}}))
+    assert e.value.path == ROUTE + ".route.hash_policy[0].cookie.ttl"
+    assert "existing cookie only" in e.value.reason

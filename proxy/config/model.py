@@ -59,6 +59,14 @@ class WeightedCluster:
 
 
 @dataclass(slots=True)
+class HashPolicy:
+    """route.v3.RouteAction.HashPolicy: what a request's hash (RING_HASH, MAGLEV) is made of."""
+    kind: str                    # "header" | "cookie" | "source_ip" | "query_parameter"
+    name: str = ""               # header name (lower-cased), cookie name or query parameter name
+    terminal: bool = False
+
+
+@dataclass(slots=True)
 class RouteAction:
     cluster: Optional[str] = None                         # exactly one of cluster / weighted_clusters
     weighted_clusters: list[WeightedCluster] = field(default_factory=list)
@@ -67,6 +75,7 @@ class RouteAction:
     prefix_rewrite: Optional[str] = None
     host_rewrite_literal: Optional[str] = None
     auto_host_rewrite: bool = False
+    hash_policy: list[HashPolicy] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from typing import Optional
 from proxy.config import datasource
 from proxy.config.errors import ConfigError, index, join
 from proxy.config.model import (
-    DirectResponse, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, Route, RouteAction,
+    DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 )
 from proxy.config.regex import RegexError, compile_re2
@@ -200,7 +200,8 @@ def _cluster_ref(name: str, path: str, clusters: Collection[str]) -> str:
 def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
     action = RouteAction(timeout=a["timeout"], prefix_rewrite=a["prefix_rewrite"],
                          host_rewrite_literal=a["host_rewrite_literal"],
-                         auto_host_rewrite=bool(a["auto_host_rewrite"]))
+                         auto_host_rewrite=bool(a["auto_host_rewrite"]),
+                         hash_policy=[_hash_policy(h) for h in a["hash_policy"]])
     if a["cluster"] is not None:
         action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
         return action
@@ -222,6 +223,18 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                           f"{wc['total_weight']} (total_weight is deprecated; it may be left out)")
     action.total_weight = total
     return action
+
+
+def _hash_policy(h: dict) -> HashPolicy:
+    terminal = bool(h["terminal"])
+    if h["header"] is not None:
+        return HashPolicy("header", h["header"]["header_name"].lower(), terminal)
+    if h["cookie"] is not None:
+        return HashPolicy("cookie", h["cookie"]["name"], terminal)
+    if h["query_parameter"] is not None:
+        return HashPolicy("query_parameter", h["query_parameter"]["name"], terminal)
+    # connection_properties: source_ip false hashes nothing (Envoy's behaviour)
+    return HashPolicy("source_ip" if h["connection_properties"]["source_ip"] else "none", "", terminal)
 
 
 def _redirect(r: dict) -> Redirect:

@@ -569,7 +569,7 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
                    Enum(("DEFAULT", "HIGH")), "DEFAULT"),
     "rate_limits": no(RATE_LIMITS),
     "include_vh_rate_limits": no(RATE_LIMITS, BOOL, False),
-    "hash_policy": no("hash policies (for RING_HASH/MAGLEV) are not supported yet"),
+    "hash_policy": f(List(Msg("HashPolicy")), []),
     "cors": no(CORS),
     "max_grpc_timeout": no("gRPC timeouts are not supported"),
     "grpc_timeout_offset": no("gRPC timeouts are not supported"),
@@ -583,6 +583,38 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "hedge_policy": no("request hedging is not supported"),
     "max_stream_duration": no("stream durations are not supported yet"),
 }, required_oneofs=("cluster_specifier",))
+
+# route/v3/route_components.proto: RouteAction.HashPolicy (keys for RING_HASH / MAGLEV)
+message("HashPolicy", "envoy.config.route.v3.RouteAction.HashPolicy", {
+    "header": f(Msg("HashPolicyHeader"), oneof="policy_specifier"),
+    "cookie": f(Msg("HashPolicyCookie"), oneof="policy_specifier"),
+    "connection_properties": f(Msg("HashPolicyConnectionProperties"), oneof="policy_specifier"),
+    "query_parameter": f(Msg("HashPolicyQueryParameter"), oneof="policy_specifier"),
+    "filter_state": no("filter state is not supported", oneof="policy_specifier"),
+    "terminal": f(BOOL, False),
+}, required_oneofs=("policy_specifier",))
+
+message("HashPolicyHeader", "envoy.config.route.v3.RouteAction.HashPolicy.Header", {
+    "header_name": f(HEADER_NAME, required=True),
+    "regex_rewrite": no(REGEX_REWRITE),
+})
+
+message("HashPolicyCookie", "envoy.config.route.v3.RouteAction.HashPolicy.Cookie", {
+    "name": f(NONEMPTY, required=True),
+    # With a ttl Envoy generates the cookie when it is absent; cyvoy hashes existing cookies only.
+    "ttl": no("generated cookies are not supported; cyvoy hashes an existing cookie only"),
+    "path": no("generated cookies are not supported; cyvoy hashes an existing cookie only"),
+    "attributes": no("generated cookies are not supported; cyvoy hashes an existing cookie only"),
+})
+
+message("HashPolicyConnectionProperties",
+        "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties", {
+            "source_ip": f(BOOL, False),
+        })
+
+message("HashPolicyQueryParameter", "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", {
+    "name": f(NONEMPTY, required=True),
+})
 
 message("WeightedCluster", "envoy.config.route.v3.WeightedCluster", {
     "clusters": f(List(Msg("ClusterWeight"), min_items=1), required=True),
