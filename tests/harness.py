@@ -75,7 +75,7 @@ class Proxy:
     """The real master and workers, started as `python -m proxy`, stderr captured to a file."""
 
     def __init__(self, config: dict, tmp_path: Path, workers: int = 2, drain_time_s: float = 5,
-                 log_level: str = "debug", extra_args: tuple = ()):
+                 log_level: str = "debug", extra_args: tuple = (), wrap: tuple = ()):
         self.tmp = tmp_path
         self.config_path = tmp_path / "cyvoy.yaml"
         self.log_path = tmp_path / "cyvoy.log"
@@ -84,7 +84,7 @@ class Proxy:
         self.listener_ports = {}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "-c", str(self.config_path), "--workers", str(workers),
+            [*wrap, sys.executable, "-m", "proxy", "-c", str(self.config_path), "--workers", str(workers),
              "--drain-time-s", str(drain_time_s), "--log-level", log_level, "--pid-file", str(self.pid_file),
              *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)

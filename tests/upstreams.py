@@ -92,7 +92,7 @@ class _Conn(asyncio.Protocol):
 class Upstream:
     """One fake upstream on 127.0.0.1:<port>, serving in a background thread."""
 
-    def __init__(self, name: str = "up", port: int = 0, health_status: int = 200):
+    def __init__(self, name: str = "up", port: int = 0, health_status: int = 200, host: str = "127.0.0.1"):
         self.name = name
         self.requests: list[dict] = []
         self.connections = 0
@@ -100,7 +100,8 @@ class Upstream:
         self.health_status = health_status
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
+        self._sock.bind((host, port))
+        self.host = host
         self._sock.listen(1024)
         self.port = self._sock.getsockname()[1]
         self.loop = asyncio.new_event_loop()
@@ -122,7 +123,7 @@ class Upstream:
 
     @property
     def address(self):
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     async def respond(self, conn: _Conn, req: dict):
         path = req["path"]
