@@ -57,15 +57,15 @@ class FakeWorker:
 
 
 def main(n=200_000):
-    cfg = load_file(str(Path(__file__).parent / "peers" / "cyvoy.yaml").replace("peers/cyvoy.yaml", "peers/cyvoy.yaml")) \
-        if False else None
     from proxy.config import load_text
     text = (Path(__file__).parent / "peers" / "cyvoy.yaml").read_text()
     text = text.replace("{{PROXY_PORT}}", "1").replace("{{UPSTREAM_PORT_1}}", "2").replace("{{UPSTREAM_PORT_2}}", "3")
     cfg = load_text(text)
     loop = uvloop.new_event_loop()
     w = FakeWorker(loop)
-    clusters = {name: Cluster(c) for name, c in cfg.clusters.items()}
+    from proxy import cluster_manager
+    table, layout = cluster_manager.build_table(cfg)
+    clusters = {name: Cluster(c, table, layout.clusters[name]) for name, c in cfg.clusters.items()}
     lc = cfg.listeners[0]
     hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, clusters), False)
     ds = Downstream(w, hcm)

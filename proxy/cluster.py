@@ -1,148 +1,106 @@
 """A cluster as a worker sees it: its hosts, its load balancer and one connection pool per host.
 
-Envoy's `source/common/upstream/` keeps these apart behind one host set; so do we: `Host` holds
-the per-host pool, `_fastpath.lb` picks, DNS resolution replaces the host set in place.
+Envoy's `source/common/upstream/` keeps these apart behind one host set; so do we. The host set
+is the cluster's block of slots in the shared-memory host table (docs/host-table.md): the
+health-check process writes health and DNS membership there, every worker reads it. A worker
+keeps, per slot, a `Host` with its own connection pool; `_fastpath.lb` picks a slot.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 
-from proxy._fastpath.lb import RoundRobin
+from proxy._fastpath.lb import make_lb
 from proxy.config import model
 
 log = logging.getLogger("cyvoy.cluster")
 
 
 class Host:
-    __slots__ = ("address", "port", "hostname", "weight", "priority", "idle", "label", "host_header")
+    """One upstream endpoint in this worker: where to connect, and the idle connections to it."""
+    __slots__ = ("slot", "address", "port", "hostname", "idle", "label", "host_header")
 
-    def __init__(self, address: str, port: int, hostname: str = "", weight: int = 1, priority: int = 0):
+    def __init__(self, slot: int, address: str, port: int, hostname: str = ""):
+        self.slot = slot
         self.address = address
         self.port = port
         self.hostname = hostname
-        self.weight = weight
-        self.priority = priority
         self.idle: list = []   # idle upstream connections, most recently used last
         self.label = f"{address}:{port}"
         # what auto_host_rewrite puts in Host: the endpoint's hostname (DNS name for *_DNS clusters)
         self.host_header = hostname.encode() if hostname else None
+
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
 
     def __repr__(self):
         return f"Host({self.label})"
 
 
 class Cluster:
-    def __init__(self, cfg: model.Cluster):
+    def __init__(self, cfg: model.Cluster, table, layout):
         self.cfg = cfg
         self.name = cfg.name
+        self.table = table
+        self.index = layout.index
+        self.first = layout.first_slot
+        self.n_slots = layout.n_slots
         self.connect_timeout = cfg.connect_timeout
+        # latency EWMA decay (cyvoy.least_response_time's decay_time; 10s otherwise)
+        self.ewma_decay_ns = _lrt_decay(cfg) * 1e9
         self.buffer_limit = cfg.per_connection_buffer_limit_bytes
-        self.hosts: list[Host] = []
-        self.picker = RoundRobin(())
-        self._dns_task = None
-        if cfg.type == "STATIC":
-            self._set_hosts([Host(e.address, e.port, e.hostname, e.weight, e.priority) for e in cfg.endpoints])
+        # the endpoint's hostname (auto_host_rewrite), by address, for static clusters
+        self._hostnames = {(e.address, e.port): e.hostname for e in cfg.endpoints}
+        self._dns_names = {e.port: e.address for e in cfg.endpoints} if layout.dns else {}
+        self.by_slot: list[Host | None] = [None] * self.n_slots
+        self.lb = None
+        self.membership = -1
+        self.refresh()
 
-    def pick(self) -> Host | None:
-        return self.picker.pick()
+    def pick(self, hash_key: int = 0, has_hash: bool = False) -> Host | None:
+        s = self.lb.pick(hash_key, has_hash)
+        return None if s < 0 else self.by_slot[s - self.first]
 
-    def _set_hosts(self, hosts: list[Host]) -> None:
-        # Keep the Host objects (and their pools) of endpoints that stay.
-        old = {(h.address, h.port, h.priority): h for h in self.hosts}
-        merged = []
-        for h in hosts:
-            prev = old.pop((h.address, h.port, h.priority), None)
-            if prev is not None:
-                prev.weight = h.weight
-                merged.append(prev)
-            else:
-                merged.append(h)
-        for h in old.values():
-            for conn in h.idle:
-                conn.close()
-            h.idle.clear()
-        self.hosts = merged
-        # With every host usable (no health checks yet), Envoy sends all traffic to the lowest
-        # priority present: P0 keeps 100% while it is 100% healthy (overprovisioning factor 1.4).
-        if merged:
-            top = min(h.priority for h in merged)
-            usable = [h for h in merged if h.priority == top]
-        else:
-            usable = []
-        self.picker = RoundRobin(usable, [h.weight for h in usable])
+    def refresh(self) -> bool:
+        """Re-read the cluster's slots if their membership changed (DNS); True if it did."""
+        gen = self.table.membership_generation(self.index)
+        if gen == self.membership:
+            return False
+        self.membership = gen
+        by_priority: dict[int, list[int]] = {}
+        for k in range(self.n_slots):
+            i = self.first + k
+            addr = self.table.host_address(i)
+            old = self.by_slot[k]
+            if addr is None:
+                if old is not None:
+                    old.close_idle()
+                self.by_slot[k] = None
+                continue
+            if old is None or (old.address, old.port) != addr:
+                if old is not None:
+                    old.close_idle()
+                hostname = self._hostnames.get(addr) or self._dns_names.get(addr[1], "")
+                self.by_slot[k] = Host(i, addr[0], addr[1], hostname)
+            by_priority.setdefault(self.table.priority(i), []).append(i)
+        # one list per priority level 0..max (a level whose hosts all went away stays, empty)
+        levels = [by_priority.get(p, []) for p in range(max(by_priority) + 1)] if by_priority else []
+        self.lb = make_lb(self.table, self.index, self.cfg, levels)
+        return True
 
-    # ---- DNS (STRICT_DNS / LOGICAL_DNS) --------------------------------------------------------
-    def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.cfg.type in ("STRICT_DNS", "LOGICAL_DNS"):
-            self._resolve_blocking()
-            self._dns_task = loop.create_task(self._refresh_loop(loop))
+    @property
+    def hosts(self) -> list[Host]:
+        return [h for h in self.by_slot if h is not None]
 
     def stop(self) -> None:
-        if self._dns_task is not None:
-            self._dns_task.cancel()
         for h in self.hosts:
-            for conn in list(h.idle):
-                conn.close()
-            h.idle.clear()
+            h.close_idle()
 
-    def _family_filter(self, infos) -> list[str]:
-        v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
-        v6 = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
-        fam = self.cfg.dns_lookup_family
-        if fam == "V4_ONLY":
-            out = v4
-        elif fam == "V6_ONLY":
-            out = v6
-        elif fam == "V4_PREFERRED":
-            out = v4 or v6
-        elif fam == "ALL":
-            out = v4 + v6
-        else:  # AUTO: IPv6 first, IPv4 if there is no IPv6 answer (Envoy's meaning)
-            out = v6 or v4
-        seen, uniq = set(), []
-        for a in out:
-            if a not in seen:
-                seen.add(a)
-                uniq.append(a)
-        return uniq
 
-    def _hosts_from(self, answers: list[tuple[model.Endpoint, list[str]]]) -> list[Host]:
-        hosts = []
-        for ep, addrs in answers:
-            if self.cfg.type == "LOGICAL_DNS":
-                addrs = addrs[:1]
-            for a in addrs:
-                hosts.append(Host(a, ep.port, ep.hostname or ep.address, ep.weight, ep.priority))
-        return hosts
-
-    def _resolve_blocking(self) -> None:
-        answers = []
-        for ep in self.cfg.endpoints:
-            try:
-                infos = socket.getaddrinfo(ep.address, ep.port, type=socket.SOCK_STREAM)
-                answers.append((ep, self._family_filter(infos)))
-            except OSError as e:
-                log.warning("cluster %s: cannot resolve %s: %s", self.name, ep.address, e)
-                answers.append((ep, []))
-        self._set_hosts(self._hosts_from(answers))
-
-    async def _refresh_loop(self, loop) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.dns_refresh_rate)
-            answers = []
-            failed = False
-            for ep in self.cfg.endpoints:
-                try:
-                    infos = await loop.getaddrinfo(ep.address, ep.port, type=socket.SOCK_STREAM)
-                    answers.append((ep, self._family_filter(infos)))
-                except OSError as e:
-                    # Envoy keeps the last good host set when resolution fails.
-                    log.debug("cluster %s: re-resolving %s failed: %s", self.name, ep.address, e)
-                    failed = True
-            if not failed:
-                new = self._hosts_from(answers)
-                if [(h.address, h.port) for h in new] != [(h.address, h.port) for h in self.hosts]:
-                    log.info("cluster %s: hosts now %s", self.name, [h.label for h in new])
-                self._set_hosts(new)
+def _lrt_decay(cfg: model.Cluster) -> float:
+    for policy in ((cfg.lb_config or {}).get("load_balancing_policy") or {}).get("policies", []):
+        ext = policy.get("typed_extension_config", {})
+        if ext.get("name") == "cyvoy.least_response_time":
+            return float(ext.get("typed_config", {}).get("decay_time", 10.0))
+    return 10.0

@@ -21,6 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from proxy import cluster_manager
 from proxy.config import ConfigError, load_file
 from proxy.config.model import Bootstrap
 from proxy.listener import ListenerSockets
@@ -68,6 +69,14 @@ class Master:
         self.announced_ready = False
         self.last_reload_error: str | None = None
         self._wake_r = self._wake_w = -1
+        # the shared-memory host table and which slots each cluster owns; the health-check
+        # process (one, supervised like a worker) is its writer for health and DNS
+        self.table = None
+        self.layout = None
+        self.health_pid = 0
+        self.health_started = 0.0
+        self.health_backoff = 0.0
+        self.health_respawn_at = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
@@ -85,6 +94,8 @@ class Master:
         except OSError as e:
             log.critical("cannot open listener: %s", e)
             return 1
+        self.table, self.layout = cluster_manager.build_table(self.bootstrap)
+        self._spawn_health()
         for ls in self.listeners.values():
             log.info("listener '%s' on %s:%d", ls.name, ls.address, ls.port)
         if self.bootstrap.admin is not None:
@@ -171,7 +182,7 @@ class Master:
                 self._become_worker(slot)
                 from proxy import worker
                 socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
-                code = worker.run(self.bootstrap, slot, self.generation, socks, w)
+                code = worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
@@ -240,6 +251,9 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self.health_pid:
+                self._on_health_exit(status)
+                continue
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
@@ -258,6 +272,9 @@ class Master:
 
     def _respawn_due(self) -> None:
         now = time.monotonic()
+        if self.health_respawn_at and self.health_respawn_at <= now and self.state == "running":
+            self.health_respawn_at = 0.0
+            self._spawn_health()
         for slot, at in list(self.respawn_at.items()):
             if at <= now and self.state == "running":
                 del self.respawn_at[slot]
@@ -282,6 +299,50 @@ class Master:
                 self._stop_worker(w)
         for ls in self.listeners.values():
             ls.shrink_to(self.num_workers)
+
+    # ---- the health-check process -------------------------------------------------------------
+    def _needs_health(self) -> bool:
+        return any(c.health_checks or c.outlier_detection or c.type in ("STRICT_DNS", "LOGICAL_DNS")
+                   for c in self.bootstrap.clusters.values())
+
+    def _spawn_health(self) -> None:
+        if not self._needs_health():
+            return
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self._become_worker(-1)
+                from proxy.health import process
+                code = process.run(self.bootstrap, self.table)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self.health_pid = pid
+        self.health_started = time.monotonic()
+        log.debug("started health-check process %d", pid)
+
+    def _stop_health(self) -> None:
+        pid, self.health_pid = self.health_pid, 0
+        self.health_respawn_at = 0.0
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _on_health_exit(self, status: int) -> None:
+        self.health_pid = 0
+        if self.state != "running":
+            return
+        # The table keeps its last state meanwhile: workers route on it as it was.
+        lived = time.monotonic() - self.health_started
+        log.error("health-check process died: %s; respawning", _describe(status))
+        self.health_backoff = 0.0 if lived >= STABLE_AFTER_S else min(MAX_BACKOFF_S, max(0.1, 2 * self.health_backoff))
+        self.health_respawn_at = time.monotonic() + self.health_backoff
 
     # ---- reload ----------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -309,6 +370,11 @@ class Master:
         self.last_reload_error = None
         self.bootstrap = new
         self.generation += 1
+        # a new table for the new generation, carrying the state of hosts that stay; the old
+        # generation keeps reading the old one while it drains
+        self._stop_health()
+        self.table, self.layout = cluster_manager.build_table(new, self.table, self.layout)
+        self._spawn_health()
         self.announced_ready = False
         log.info("SIGHUP: starting generation %d", self.generation)
         for slot in range(self.num_workers):
@@ -367,6 +433,7 @@ class Master:
                     self._stop_worker(w, signal.SIGKILL)
             return
         self.state = "stopping"
+        self._stop_health()
         log.info("%s stop: draining %d workers (up to %.0fs)", "graceful" if graceful else "immediate",
                  len(self.workers), self.opts.drain_time_s if graceful else 0)
         sig = signal.SIGTERM if graceful else signal.SIGQUIT

@@ -19,6 +19,7 @@ import tempfile
 import uvloop
 
 from proxy._fastpath.forward import seed_request_ids
+from proxy._fastpath.lb import reseed as reseed_lb
 from proxy.cluster import Cluster
 from proxy.config.model import Bootstrap
 from proxy.connection_manager import Downstream, Hcm
@@ -31,8 +32,10 @@ IDLE_CLOSE_DRAIN_S = 0.5  # while draining, a keep-alive connection idle this lo
 
 
 class Worker:
-    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int):
+    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int, table, layout):
         self.bootstrap = bootstrap
+        self.table = table          # the shared-memory host table (docs/host-table.md)
+        self.layout = layout
         self.slot = slot
         self.generation = generation
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -59,9 +62,7 @@ class Worker:
         self.loop_time = self.loop.time
         self.now = self.loop_time()
         for name, cfg in self.bootstrap.clusters.items():
-            c = Cluster(cfg)
-            c.start_dns(self.loop)
-            self.clusters[name] = c
+            self.clusters[name] = Cluster(cfg, self.table, self.layout.clusters[name])
 
     async def serve(self, socks: dict, ready_fd: int) -> int:
         self.setup()
@@ -101,6 +102,10 @@ class Worker:
         self._ticks += 1
         if self._ticks % 20 == 0:   # once a second
             self._sweep_idle(now)
+        if self._ticks % 4 == 0:    # DNS answers the health-check process wrote into the table
+            for c in self.clusters.values():
+                if c.refresh():
+                    log.debug("cluster %s: hosts now %s", c.name, [h.label for h in c.hosts])
         if self.draining and not self.conns:
             if not self._done.done():
                 self._done.set_result(0)
@@ -163,10 +168,11 @@ def _ssl_context(tls) -> ssl.SSLContext:
     return ctx
 
 
-def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int) -> int:
+def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int, table, layout) -> int:
     """Entry point in the forked child; returns the exit code."""
     seed_request_ids()   # never share the master's (or a sibling's) random sequence
-    w = Worker(bootstrap, slot, generation)
+    reseed_lb()
+    w = Worker(bootstrap, slot, generation, table, layout)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -436,15 +436,8 @@ def test_load_balancing_policy_is_kept():
 # --- the support gate --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fields, path, what", [
-    ({"health_checks": [http_check()]}, "health_checks", "active health checking"),
-    ({"outlier_detection": {}}, "outlier_detection", "outlier detection"),
     ({"circuit_breakers": {"thresholds": [{"max_connections": 10}]}}, "circuit_breakers",
      "circuit breakers"),
-    ({"common_lb_config": {"healthy_panic_threshold": {"value": 0}}}, "common_lb_config",
-     "panic threshold"),
-    ({"round_robin_lb_config": {}}, "round_robin_lb_config", "load balancer options"),
-    ({"lb_policy": "LEAST_REQUEST"}, "lb_policy", "ROUND_ROBIN: LEAST_REQUEST"),
-    ({"lb_policy": "RANDOM"}, "lb_policy", "RANDOM"),
 ])
 def test_support_gate_refuses_valid_features_not_implemented_yet(fields, path, what):
     doc = config(**fields)
@@ -456,9 +449,32 @@ def test_support_gate_refuses_valid_features_not_implemented_yet(fields, path, w
 
 
 def test_support_gate_is_one_row_per_feature():
-    assert [attribute for attribute, _ in NOT_IMPLEMENTED_YET] == [
-        "health_checks", "outlier_detection", "circuit_breakers", "common_lb_config",
-        "lb_config", "lb_policy"]
+    assert [attribute for attribute, _ in NOT_IMPLEMENTED_YET] == ["circuit_breakers"]
+
+
+@pytest.mark.parametrize("fields", [
+    {"health_checks": [http_check()]},
+    {"outlier_detection": {}},
+    {"common_lb_config": {"healthy_panic_threshold": {"value": 0}}},
+    {"round_robin_lb_config": {}},
+    {"lb_policy": "LEAST_REQUEST"},
+    {"lb_policy": "RANDOM"},
+    {"lb_policy": "RING_HASH"},
+    {"lb_policy": "MAGLEV"},
+])
+def test_cluster_management_features_pass_the_support_gate(fields):
+    load_dict(config(**fields))
+
+
+def test_common_lb_options_not_run_yet_are_refused_with_their_path():
+    e = refusal(config(common_lb_config={"zone_aware_lb_config": {}}))
+    assert e.path == f"{CLUSTER}.common_lb_config.zone_aware_lb_config"
+    assert e.reason.startswith("valid, but not implemented yet")
+
+
+def test_max_ejection_time_below_base_ejection_time_is_refused():
+    e = refusal(config(outlier_detection={"base_ejection_time": "30s", "max_ejection_time": "10s"}))
+    assert e.path == f"{CLUSTER}.outlier_detection.max_ejection_time"
 
 
 def test_round_robin_passes_the_support_gate():

@@ -14,7 +14,7 @@ Paths:
   /hang               never answers
   /eof/N              N bytes of body, no Content-Length, ends by closing (HTTP/1.0 style framing)
   /slowbody/N         N bytes body written in 1 KiB pieces with small pauses
-Anything else: 200 "ok from <name>".
+Anything else: 200 "ok from <name>" (or `fail_status` "fail from <name>" when a test sets it).
 """
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ class Upstream:
         self.connections = 0
         self.open_connections = 0
         self.health_status = health_status
+        self.fail_status = 0    # when set, plain requests get this status (a broken host)
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -178,6 +179,8 @@ class Upstream:
                 await asyncio.sleep(0.01)
         elif kind == "health":
             conn.send(self.health_status, b"health")
+        elif self.fail_status:
+            conn.send(self.fail_status, f"fail from {self.name}".encode())
         else:
             conn.send(200, f"ok from {self.name}".encode())
 

@@ -2,6 +2,7 @@
 # connection manager + router) and an upstream connection from a host's pool. Documented in
 # connection.pyx; the Python face is proxy/connection_manager.py.
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
+from proxy._fastpath.hosttable cimport HostTable
 
 
 cdef class Downstream:
@@ -37,6 +38,11 @@ cdef class Downstream:
     cdef bytes upstream_head
     cdef bint chunked_out
     cdef bint ambiguous
+    # the host picked for the request in flight: its slot in the shared host table
+    cdef HostTable table
+    cdef long slot
+    cdef bint recorded
+    cdef double ewma_decay_ns
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -51,6 +57,8 @@ cdef class Downstream:
     cdef on_upstream_reset(self, Upstream up, str reason)
     cdef on_upstream_error(self, int status, str reason, str flag)
     cdef _finish(self)
+    cdef _record(self, int status, bint local_failure)
+    cdef _release_host(self)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)

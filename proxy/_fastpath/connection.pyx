@@ -20,6 +20,7 @@ from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk,
                                    parse_request, parse_response)
 
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
+from proxy._fastpath.hosttable cimport HostTable, cyv_monotonic_ns
 
 log = logging.getLogger("cyvoy.http")
 
@@ -84,6 +85,9 @@ cdef class Downstream:
         self.chunked_out = False
         self.ambiguous = False
         self.retried = False
+        self.table = None
+        self.slot = -1
+        self.recorded = True
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -113,6 +117,7 @@ cdef class Downstream:
             # The client went away mid-exchange: the upstream connection is in an unknown state.
             self.up = None
             up.close()
+        self._release_host()
         self.in_req = False
 
     def data_received(self, bytes data):
@@ -215,10 +220,19 @@ cdef class Downstream:
             return
         target = entry.targets[0] if entry.single else entry.pick_target()
         self.target = target
-        host = target.cluster.picker.pick()
+        cluster = target.cluster
+        hash_fn = entry.hash_fn
+        key = hash_fn(head, self.peer) if hash_fn is not None else None
+        host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
         if host is None:
             self._local_for_request(503, b"no healthy upstream")
             return
+        # the host counts this request as active (all workers see it) until the exchange ends
+        self.table = cluster.table
+        self.slot = host.slot
+        self.recorded = False
+        self.ewma_decay_ns = cluster.ewma_decay_ns
+        self.table.inc_active(self.slot)
 
         # ---- upstream request head: one fast-path call
         cdef bytes path = head.path
@@ -306,6 +320,7 @@ cdef class Downstream:
             return
         if self.seq == seq and self.in_req and not self.closed:
             w.count("upstream_cx_connect_fail")
+            self._record(503, True)
             self._fail(503, RESET_BEFORE_HEADERS + reason, "UF")
 
     # ---- request body ---------------------------------------------------------------------------
@@ -374,6 +389,7 @@ cdef class Downstream:
     # ---- response (called by Upstream) ----------------------------------------------------------
     cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body):
         self.resp_started = True
+        self._record(rh.status, False)
         cdef long svc = <long>((self.w.loop_time() - self.req_start) * 1000)
         hcm = self.hcm
         cdef bytes extra
@@ -440,14 +456,33 @@ cdef class Downstream:
             self.w.loop.create_task(self._connect(up.host, self.seq))
             return
         self.up = None
+        self._record(503, True)
         self._fail(503, RESET_BEFORE_HEADERS + reason, "UC")
 
     cdef on_upstream_error(self, int status, str reason, str flag):
         self.up = None
+        self._record(status, False)
         self._fail(status, reason, flag)
 
     # ---- end of an exchange ---------------------------------------------------------------------
+    cdef _record(self, int status, bint local_failure):
+        """The outcome of this request for its host: outlier counters and latency EWMA."""
+        if self.recorded or self.slot < 0:
+            return
+        self.recorded = True
+        cdef long long now = <long long>cyv_monotonic_ns()
+        cdef long long latency = -1
+        if not local_failure:
+            latency = <long long>((self.w.loop_time() - self.req_start) * 1e9)
+        self.table.record(self.slot, status, local_failure, latency, now, self.ewma_decay_ns)
+
+    cdef _release_host(self):
+        if self.slot >= 0:
+            self.table.dec_active(self.slot)
+            self.slot = -1
+
     cdef _finish(self):
+        self._release_host()
         self.in_req = False
         self.head = None
         self.entry = None
@@ -535,6 +570,8 @@ cdef class Downstream:
             self._local(408, b"request header timeout", True)
         elif kind == C_ROUTE:
             self.w.count("upstream_rq_timeout")
+            if not self.resp_started:
+                self._record(504, True)
             self._fail(504, "upstream request timeout", "UT")
         elif kind == C_REQUEST:
             self.w.count("downstream_rq_timeout")

@@ -9,31 +9,49 @@ from proxy.config.model import Bootstrap, Cluster
 
 # (Cluster attribute, what it needs)
 NOT_IMPLEMENTED_YET: tuple[tuple[str, str], ...] = (
-    ("health_checks", "active health checking"),
-    ("outlier_detection", "outlier detection"),
     ("circuit_breakers", "circuit breakers"),
-    ("common_lb_config", "common load balancer options such as the panic threshold"),
-    ("lb_config", "load balancer options"),
-    ("lb_policy", "load balancing policies other than ROUND_ROBIN"),
 )
+
+# common_lb_config fields cyvoy does not run yet, with the value that means "not used"
+COMMON_LB_NOT_YET: dict[str, object] = {
+    "zone_aware_lb_config": None,
+    "locality_weighted_lb_config": None,
+    "ignore_new_hosts_until_first_hc": False,
+    "close_connections_on_host_set_change": False,
+    "consistent_hashing_lb_config": None,
+}
 
 
 def _in_use(cluster: Cluster, attribute: str) -> str | None:
     """The config field (relative to the cluster) that uses `attribute`, if any."""
-    value = getattr(cluster, attribute)
-    if attribute == "lb_policy":
-        return "lb_policy" if value != "ROUND_ROBIN" else None
-    if attribute == "lb_config":
-        return next(iter(value)) if value else None
-    return attribute if value else None
+    return attribute if getattr(cluster, attribute) else None
 
 
 def refuse_unimplemented(bootstrap: Bootstrap, path: str = "static_resources.clusters") -> None:
     for i, cluster in enumerate(bootstrap.clusters.values()):
+        cpath = index(path, i)
         for attribute, what in NOT_IMPLEMENTED_YET:
             field = _in_use(cluster, attribute)
             if field is not None:
-                detail = f"{what}: {cluster.lb_policy}" if attribute == "lb_policy" else what
-                raise ConfigError(join(index(path, i), field),
-                                  "valid, but not implemented yet in this version of cyvoy "
-                                  f"({detail})")
+                raise ConfigError(join(cpath, field),
+                                  f"valid, but not implemented yet in this version of cyvoy ({what})")
+        for name, unused in COMMON_LB_NOT_YET.items():
+            if (cluster.common_lb_config or {}).get(name, unused) != unused:
+                raise ConfigError(join(join(cpath, "common_lb_config"), name),
+                                  "valid, but not implemented yet in this version of cyvoy")
+        _check_lb(cluster, cpath)
+        od = cluster.outlier_detection
+        if od and od["max_ejection_time"] < od["base_ejection_time"]:
+            # Envoy refuses such a cluster (outlier_detection_impl.cc)
+            raise ConfigError(join(join(cpath, "outlier_detection"), "max_ejection_time"),
+                              "must be at least base_ejection_time")
+
+
+def _check_lb(cluster: Cluster, cpath: str) -> None:
+    """The load balancer the worker will build must exist: ask the fast path's factory."""
+    from proxy._fastpath.lb import lb_options
+    try:
+        lb_options(cluster)
+    except ValueError as e:
+        field = "load_balancing_policy" if (cluster.lb_config or {}).get("load_balancing_policy") else "lb_policy"
+        raise ConfigError(join(cpath, field), str(e)) from None

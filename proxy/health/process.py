@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from proxy.cluster_manager import family_filter
 from proxy.config.model import Bootstrap, Cluster, Endpoint
 from proxy.health.checker import (Clock, HealthState, HostChecker, Result, make_probe,
                                   new_counters)
@@ -48,20 +49,6 @@ OUTLIER_CHECK_PERIOD = 0.1
 # Envoy's cluster.<name>.health_check.{attempt,success,failure,network_failure}, by cluster name,
 # of the health process running in this process (for the stats issue). Reset by run().
 counters: dict[str, dict[str, int]] = {}
-
-
-def _family_filter(infos, family: str) -> list[str]:
-    """Envoy's dns_lookup_family over getaddrinfo answers: the master's implementation, imported
-    (proxy.cluster_manager.family_filter, or the worker cluster's _family_filter before that)."""
-    try:
-        from proxy.cluster_manager import family_filter
-    except ImportError:
-        from types import SimpleNamespace
-
-        from proxy.cluster import Cluster as _WorkerCluster
-        return _WorkerCluster._family_filter(
-            SimpleNamespace(cfg=SimpleNamespace(dns_lookup_family=family)), infos)
-    return family_filter(infos, family)
 
 
 def _monotonic_ns() -> int:
@@ -323,7 +310,7 @@ class HealthProcess:
                 log.warning("health: cluster %s: resolving %s failed (%s); keeping the last "
                             "good hosts", c.name, ep.address, e)
                 return None
-            addrs = _family_filter(infos, c.cfg.dns_lookup_family)
+            addrs = family_filter(infos, c.cfg.dns_lookup_family)
             if c.cfg.type == "LOGICAL_DNS":
                 addrs = addrs[:1]
             for a in addrs:
