@@ -47,8 +47,6 @@ class Cluster:
         self.first = layout.first_slot
         self.n_slots = layout.n_slots
         self.connect_timeout = cfg.connect_timeout
-        # latency EWMA decay (cyvoy.least_response_time's decay_time; 10s otherwise)
-        self.ewma_decay_ns = _lrt_decay(cfg) * 1e9
         self.buffer_limit = cfg.per_connection_buffer_limit_bytes
         # the endpoint's hostname (auto_host_rewrite), by address, for static clusters
         self._hostnames = {(e.address, e.port): e.hostname for e in cfg.endpoints}
@@ -87,6 +85,8 @@ class Cluster:
         # one list per priority level 0..max (a level whose hosts all went away stays, empty)
         levels = [by_priority.get(p, []) for p in range(max(by_priority) + 1)] if by_priority else []
         self.lb = make_lb(self.table, self.index, self.cfg, levels)
+        # latency EWMA decay for recorded responses (cyvoy.least_response_time's decay_time; 10s otherwise)
+        self.ewma_decay_ns = self.lb.decay_ns
         return True
 
     @property
@@ -97,10 +97,3 @@ class Cluster:
         for h in self.hosts:
             h.close_idle()
 
-
-def _lrt_decay(cfg: model.Cluster) -> float:
-    for policy in ((cfg.lb_config or {}).get("load_balancing_policy") or {}).get("policies", []):
-        ext = policy.get("typed_extension_config", {})
-        if ext.get("name") == "cyvoy.least_response_time":
-            return float(ext.get("typed_config", {}).get("decay_time", 10.0))
-    return 10.0
