@@ -99,6 +99,7 @@ class Upstream:
         self.open_connections = 0
         self.health_status = health_status
         self.fail_status = 0    # when set, plain requests get this status (a broken host)
+        self.delay_s = 0.0      # when set, plain requests are answered this late (a slow host)
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -179,6 +180,10 @@ class Upstream:
                 await asyncio.sleep(0.01)
         elif kind == "health":
             conn.send(self.health_status, b"health")
+        elif self.delay_s:
+            await asyncio.sleep(self.delay_s)
+            if not t.is_closing():
+                conn.send(200, f"ok from {self.name}".encode())
         elif self.fail_status:
             conn.send(self.fail_status, f"fail from {self.name}".encode())
         else:
