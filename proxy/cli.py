@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true",
                    help="signal the running master named by --pid-file to reload its config, then exit")
     p.add_argument("-l", "--log-level", choices=sorted(LEVELS), default="info")
+    p.add_argument("--cpu-affinity", action="store_true",
+                   help="pin worker i to the i-th CPU this process may run on")
+    p.add_argument("--admin-allow-remote", action="store_true",
+                   help="let the admin interface listen on a non-loopback address (it is loopback-only otherwise)")
     p.add_argument("--demo", action="store_true",
                    help="serve the embedded default config and start its demo upstreams (what `make run` does)")
     p.add_argument("--version", action="version", version=f"cyvoy {__version__}")
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from proxy.master import Master, Options
     opts = Options(workers=args.workers or default_workers(), drain_time_s=args.drain_time_s,
-                   pid_file=args.pid_file, log_level=args.log_level)
+                   pid_file=args.pid_file, log_level=args.log_level, cpu_affinity=args.cpu_affinity,
+                   extra={"admin_allow_remote": args.admin_allow_remote})
     upstreams = demo.start_upstreams() if (demo and args.demo) else None
     try:
         return Master(args.config_path, bootstrap, opts).run()

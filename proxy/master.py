@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from proxy import cluster_manager
+from proxy import cluster_manager, systemd
 from proxy.config import ConfigError, load_file
 from proxy.config.model import Bootstrap
 from proxy.listener import ListenerSockets
@@ -49,6 +49,7 @@ class Options:
     drain_time_s: float = 600.0
     pid_file: str | None = None
     log_level: str = "info"
+    cpu_affinity: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -89,6 +90,7 @@ class Master:
         if self.opts.pid_file:
             with open(self.opts.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        raise_open_file_limit()
         try:
             self._open_listeners(self.bootstrap)
         except OSError as e:
@@ -180,6 +182,8 @@ class Master:
             try:
                 os.close(r)
                 self._become_worker(slot)
+                if self.opts.cpu_affinity:
+                    pin_to_cpu(slot)
                 from proxy import worker
                 socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
                 code = worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout)
@@ -235,6 +239,8 @@ class Master:
                 x.ready for x in self.workers.values() if x.generation == self.generation):
             self.announced_ready = True
             log.info("cyvoy ready: %d workers, generation %d", self.num_workers, self.generation)
+            systemd.ready(f"serving: {self.num_workers} workers, generation {self.generation}"
+                          + (f"; last reload refused: {self.last_reload_error}" if self.last_reload_error else ""))
 
     def _stop_worker(self, w: WorkerProc, sig: int = signal.SIGTERM) -> None:
         w.stopping = True
@@ -349,6 +355,14 @@ class Master:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to re-read (embedded config)")
             return
+        systemd.reloading(f"reloading {self.config_path}")
+        self._reload_config()
+        if self.last_reload_error is not None:
+            # nothing changed: tell systemd we are serving as before
+            systemd.ready(f"serving: {self.num_workers} workers, generation {self.generation}; "
+                          f"reload refused: {self.last_reload_error}")
+
+    def _reload_config(self) -> None:
         try:
             new = load_file(self.config_path)
         except ConfigError as e:
@@ -433,6 +447,7 @@ class Master:
                     self._stop_worker(w, signal.SIGKILL)
             return
         self.state = "stopping"
+        systemd.stopping("draining" if graceful else "stopping")
         self._stop_health()
         log.info("%s stop: draining %d workers (up to %.0fs)", "graceful" if graceful else "immediate",
                  len(self.workers), self.opts.drain_time_s if graceful else 0)
@@ -460,6 +475,28 @@ class Master:
             self.workers.pop(pid, None)
         self.state = "stopped"
         log.info("stopped")
+
+
+def pin_to_cpu(slot: int) -> None:
+    """--cpu-affinity: worker i runs on the i-th CPU this process may use (modulo their count)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
+
+
+def raise_open_file_limit() -> None:
+    """Every connection is a file descriptor (two for a proxied one): raise the soft limit to
+    the hard one, as nginx's worker_rlimit_nofile would, and say so when that is low."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+    if soft < 65536:
+        log.warning("open-file limit is %d: at most about %d proxied connections per process; "
+                    "raise it (systemd: LimitNOFILE=, shell: ulimit -n) for more", soft, soft // 2)
 
 
 def _describe(status: int) -> str:

@@ -75,7 +75,7 @@ class Proxy:
     """The real master and workers, started as `python -m proxy`, stderr captured to a file."""
 
     def __init__(self, config: dict, tmp_path: Path, workers: int = 2, drain_time_s: float = 5,
-                 log_level: str = "debug", extra_args: tuple = (), wrap: tuple = ()):
+                 log_level: str = "debug", extra_args: tuple = (), wrap: tuple = (), env: dict | None = None):
         self.tmp = tmp_path
         self.config_path = tmp_path / "cyvoy.yaml"
         self.log_path = tmp_path / "cyvoy.log"
@@ -87,7 +87,8 @@ class Proxy:
             [*wrap, sys.executable, "-m", "proxy", "-c", str(self.config_path), "--workers", str(workers),
              "--drain-time-s", str(drain_time_s), "--log-level", log_level, "--pid-file", str(self.pid_file),
              *extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True,
+            env={**os.environ, **(env or {})})
         self.wait_log("cyvoy ready", 20)
         for line in self.log().splitlines():
             if "listener '" in line and "' on " in line:
