@@ -176,23 +176,17 @@ class Master:
         for ls in self.listeners.values():
             ls.ensure_slots(slot + 1)
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:   # child
-            code = 1
-            try:
-                os.close(r)
-                self._become_worker(slot)
-                if self.opts.cpu_affinity:
-                    pin_to_cpu(slot)
-                from proxy import worker
-                socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
-                code = worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout)
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+
+        def child() -> int:
+            os.close(r)
+            self._become_worker(slot)
+            if self.opts.cpu_affinity:
+                pin_to_cpu(slot)
+            from proxy import worker
+            socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
+            return worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout)
+
+        pid = _fork(child)
         os.close(w)
         self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic())
         log.debug("started worker %d (slot %d, generation %d)", pid, slot, self.generation)
@@ -314,19 +308,12 @@ class Master:
     def _spawn_health(self) -> None:
         if not self._needs_health():
             return
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                self._become_worker(-1)
-                from proxy.health import process
-                code = process.run(self.bootstrap, self.table)
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        def child() -> int:
+            self._become_worker(-1)
+            from proxy.health import process
+            return process.run(self.bootstrap, self.table)
+
+        pid = _fork(child)
         self.health_pid = pid
         self.health_started = time.monotonic()
         log.debug("started health-check process %d", pid)
@@ -475,6 +462,22 @@ class Master:
             self.workers.pop(pid, None)
         self.state = "stopped"
         log.info("stopped")
+
+
+def _fork(body) -> int:
+    """Fork a child that runs body() and exits with what it returns; the parent gets the pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = body()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
 
 
 def pin_to_cpu(slot: int) -> None:
