@@ -673,7 +673,8 @@ def test_http_filters_must_include_the_router():
     assert e.path == HCM + ".http_filters" and "envoy.filters.http.router" in e.reason
 
 
-@pytest.mark.parametrize("field, value", [("access_log", [{"name": "envoy.access_loggers.stdout"}]),
+@pytest.mark.parametrize("field, value", [("access_log_options",
+                                           {"flush_access_log_on_new_request": True}),
                                           ("upgrade_configs", [{"upgrade_type": "websocket"}]),
                                           ("http2_protocol_options", {})])
 def test_connection_manager_features_not_supported_yet(field, value):
@@ -917,8 +918,9 @@ def test_tls_termination_example_loads_unchanged():
     ("local_ratelimit/envoy.yaml", HCM + ".http_filters[0]",
      "envoy.filters.http.local_ratelimit is not supported yet"),
     ("grpc-bridge/client/envoy-proxy.yaml", HCM + ".add_user_agent", "not supported yet"),
-    ("grpc-bridge/server/envoy-proxy.yaml", HCM + ".access_log",
-     "access logging is not supported yet"),
+    ("grpc-bridge/server/envoy-proxy.yaml",
+     HCM + ".route_config.virtual_hosts[0].routes[0].match.grpc",
+     "gRPC route matching is not supported yet"),
     ("tls/envoy-http-https.yaml", CLUSTER + ".transport_socket",
      "upstream TLS is not supported yet"),
 ])

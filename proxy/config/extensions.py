@@ -37,7 +37,12 @@ class Category:
     refusal: str                        # completes "<what> <name> ..." for the refused ones
 
     def name_of_type(self, type_name: str) -> Optional[str]:
-        """The extension name a proto type belongs to, by Envoy's package convention."""
+        """The extension name a proto type belongs to: a supported extension's own type, else
+        by Envoy's package convention (which one package of several extensions, like the
+        stdout/stderr access loggers' "stream", does not follow)."""
+        for name, supported in self.supported.items():
+            if supported.type_name == type_name:
+                return name
         if not type_name.startswith(self.package_prefix):
             return None
         suffix = type_name[len(self.package_prefix):].split(".")[0]
@@ -95,6 +100,24 @@ CATEGORIES: dict[str, Category] = {
             "upstream_codec", "wasm",
         }),
         refusal="is not supported yet; envoy.filters.http.router is the only HTTP filter so far",
+    ),
+    "access_logger": Category(
+        what="access logger",
+        name_prefix="envoy.access_loggers.",
+        package_prefix="envoy.extensions.access_loggers.",
+        supported={
+            "envoy.access_loggers.file": Supported(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog", "FileAccessLog"),
+            "envoy.access_loggers.stdout": Supported(
+                "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", "StdoutAccessLog"),
+            "envoy.access_loggers.stderr": Supported(
+                "envoy.extensions.access_loggers.stream.v3.StderrAccessLog", "StderrAccessLog"),
+        },
+        refused=frozenset({
+            "http_grpc", "tcp_grpc", "open_telemetry", "fluentd", "wasm", "dynamic_modules",
+        }),
+        refusal="is not supported yet; cyvoy writes access logs with envoy.access_loggers.file, "
+                "envoy.access_loggers.stdout and envoy.access_loggers.stderr",
     ),
     "downstream_transport_socket": Category(
         what="transport socket",

@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Collection
 
 from proxy.config import datasource
 from proxy.config.addresses import socket_address
 from proxy.config.errors import ConfigError, index, join
-from proxy.config.model import DownstreamTls, HttpConnectionManager, Listener, TlsCertificate
+from proxy.access_log.format import FormatError, formatter_for
+from proxy.config.model import (AccessLogConfig, DownstreamTls, HttpConnectionManager, Listener,
+                                TlsCertificate)
 from proxy.config.routes import build_route_config
 from proxy.config.validate import validate
 
 ROUTER = "envoy.filters.http.router"
 TLS = "envoy.transport_sockets.tls"
+FILE_LOGGER = "envoy.access_loggers.file"
+STREAM_LOGGERS = {"envoy.access_loggers.stdout": "/dev/stdout",
+                  "envoy.access_loggers.stderr": "/dev/stderr"}
 
 
 def build_listeners(listeners: list[dict], path: str, clusters: Collection[str]) -> list[Listener]:
@@ -94,7 +100,61 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         xff_num_trusted_hops=h["xff_num_trusted_hops"],
         generate_request_id=h["generate_request_id"],
         server_name=h["server_name"],
+        access_logs=[_access_log(entry, index(join(path, "access_log"), i))
+                     for i, entry in enumerate(h["access_log"])],
     )
+
+
+def _access_log(entry: dict, path: str) -> AccessLogConfig:
+    """One access_log entry; its format is compiled once here so that a bad one is refused with
+    its path."""
+    typed = entry["typed_config"]
+    logger, c, cpath = typed["extension"], typed["config"], join(path, "typed_config")
+    cfg = AccessLogConfig(logger=logger, path=STREAM_LOGGERS.get(logger, ""), name=entry["name"])
+    fpath = cpath
+    if logger == FILE_LOGGER:
+        cfg.path = c["path"]
+        folder = os.path.dirname(os.path.abspath(cfg.path))
+        if cfg.path not in ("/dev/stdout", "/dev/stderr") and not os.path.isdir(folder):
+            raise ConfigError(join(cpath, "path"), f"cannot write {cfg.path!r}: the directory "
+                                                   f"{folder!r} does not exist")
+        if c["format"] is not None:
+            # Envoy uses the default format when `format` is empty
+            cfg.text_format, fpath = c["format"] or None, join(cpath, "format")
+        elif c["json_format"] is not None:
+            cfg.json_format, cfg.typed_json = c["json_format"], False
+            fpath = join(cpath, "json_format")
+        elif c["typed_json_format"] is not None:
+            cfg.json_format, fpath = c["typed_json_format"], join(cpath, "typed_json_format")
+    if c["log_format"] is not None:
+        fpath = _substitution_format(cfg, c["log_format"], join(cpath, "log_format"))
+    try:
+        formatter_for(cfg)
+    except FormatError as e:
+        raise ConfigError(join(fpath, e.where) if e.where else fpath, e.reason) from None
+    return cfg
+
+
+def _substitution_format(cfg: AccessLogConfig, sfs: dict, path: str) -> str:
+    """Fills `cfg` from a SubstitutionFormatString; returns the path of the format in it."""
+    cfg.omit_empty_values = sfs["omit_empty_values"]
+    if sfs["json_format"] is not None:
+        cfg.json_format = sfs["json_format"]
+        return join(path, "json_format")
+    if sfs["text_format"] is not None:
+        text, fpath = sfs["text_format"], join(path, "text_format")
+    else:
+        fpath = join(path, "text_format_source")
+        raw = datasource.read(sfs["text_format_source"], fpath)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(fpath, "the format is not valid UTF-8") from None
+    if not text:
+        raise ConfigError(fpath, "an empty format writes nothing; leave log_format out for "
+                                 "Envoy's default format")
+    cfg.text_format = text
+    return fpath
 
 
 def _tls(ctx: dict, path: str) -> DownstreamTls:

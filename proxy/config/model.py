@@ -120,6 +120,20 @@ class RouteConfiguration:
 
 
 @dataclass(slots=True)
+class AccessLogConfig:
+    """One http_connection_manager `access_log` entry (config.accesslog.v3.AccessLog) with the
+    file, stdout or stderr logger. The format is kept as written; proxy.access_log compiles it
+    (the loader already did once, to refuse bad ones)."""
+    logger: str                              # envoy.access_loggers.file | .stdout | .stderr
+    path: str                                # the file; "/dev/stdout" / "/dev/stderr" for the stream loggers
+    text_format: Optional[str] = None        # a format string; None (and no json_format): Envoy's default format
+    json_format: Optional[dict[str, Any]] = None   # a format dictionary (values: format strings, nested dicts)
+    typed_json: bool = True                  # False only for FileAccessLog.json_format (deprecated: every value a string)
+    omit_empty_values: bool = False          # log_format.omit_empty_values
+    name: str = ""                           # the entry's name as written
+
+
+@dataclass(slots=True)
 class HttpConnectionManager:
     stat_prefix: str
     route_config: RouteConfiguration
@@ -134,6 +148,7 @@ class HttpConnectionManager:
     xff_num_trusted_hops: int = 0
     generate_request_id: bool = True
     server_name: str = "cyvoy"               # Envoy says "envoy"; we are not Envoy
+    access_logs: list[AccessLogConfig] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -29,7 +29,10 @@ MIRROR = "request mirroring is not supported yet"
 RATE_LIMITS = "rate limiting is not supported yet"
 CORS = "CORS is not supported yet"
 TRACING = "tracing is not supported"
-ACCESS_LOG = "access logging is not supported yet"
+LISTENER_ACCESS_LOG = ("listener access logs are not supported yet; configure access_log on the "
+                       "http_connection_manager")
+UPSTREAM_LOG = "upstream access logs are not supported yet"
+PERIODIC_LOG = "periodic and on-new-request access logging is not supported yet"
 BUFFER_LIMITS = "per-request buffer limits are not supported yet"
 SDS = "secret discovery (SDS) is not supported; give certificates inline or by filename"
 MTLS = "client certificate validation (mTLS) is not supported yet"
@@ -183,7 +186,7 @@ message("Listener", "envoy.config.listener.v3.Listener", {
     "connection_balance_config": no("connection balancing is not configurable"),
     "reuse_port": no("removed in favour of enable_reuse_port"),
     "enable_reuse_port": no("SO_REUSEPORT is not configurable", BOOL, True),
-    "access_log": no(ACCESS_LOG),
+    "access_log": no(LISTENER_ACCESS_LOG),
     "tcp_backlog_size": no("the listen backlog is not configurable yet"),
     "max_connections_to_accept_per_socket_event": no("accept batching is not configurable"),
     "bind_to_port": no("listeners always bind their port", BOOL, True),
@@ -266,10 +269,10 @@ message("HttpConnectionManager",
     "request_headers_timeout": f(DURATION, 10.0),
     "drain_timeout": no("drain timeouts are not configurable yet", DURATION, 5.0),
     "delayed_close_timeout": no("delayed close is not configurable yet", DURATION, 1.0),
-    "access_log": no(ACCESS_LOG),
-    "access_log_flush_interval": no(ACCESS_LOG),
-    "flush_access_log_on_new_request": no(ACCESS_LOG, BOOL, False),
-    "access_log_options": no(ACCESS_LOG),
+    "access_log": f(List(Msg("AccessLog"))),
+    "access_log_flush_interval": no(PERIODIC_LOG),
+    "flush_access_log_on_new_request": no(PERIODIC_LOG, BOOL, False),
+    "access_log_options": no(PERIODIC_LOG, STRUCT, {}),
     "use_remote_address": f(BOOL, False),
     "xff_num_trusted_hops": f(UINT32, 0),
     "original_ip_detection_extensions": no("original IP detection extensions are not supported"),
@@ -341,8 +344,8 @@ message("HttpFilter",
 message("Router", "envoy.extensions.filters.http.router.v3.Router", {
     "dynamic_stats": no("router stats options are not supported", BOOL, True),
     "start_child_span": no(TRACING, BOOL, False),
-    "upstream_log": no(ACCESS_LOG),
-    "upstream_log_options": no(ACCESS_LOG),
+    "upstream_log": no(UPSTREAM_LOG),
+    "upstream_log_options": no(UPSTREAM_LOG),
     "suppress_envoy_headers": no("suppressing x-envoy headers is not supported yet", BOOL,
                                  False),
     "strict_check_headers": no("strict header checks are not supported yet"),
@@ -350,6 +353,42 @@ message("Router", "envoy.extensions.filters.http.router.v3.Router", {
     "suppress_grpc_request_failure_code_stats": no("gRPC stats are not supported", BOOL, False),
     "upstream_http_filters": no("upstream HTTP filters are not supported"),
 })
+
+# --- config/accesslog/v3/accesslog.proto, extensions/access_loggers/{file,stream}/v3/*.proto,
+# --- config/core/v3/substitution_format_string.proto -------------------------------------------
+
+message("AccessLog", "envoy.config.accesslog.v3.AccessLog", {
+    "name": f(STRING, ""),
+    "filter": no("access log filters are not supported yet"),
+    "typed_config": f(TypedConfig("access_logger")),
+})
+
+message("FileAccessLog", "envoy.extensions.access_loggers.file.v3.FileAccessLog", {
+    "path": f(NONEMPTY, required=True),
+    # absent: Envoy's default format
+    "format": f(STRING, oneof="access_log_format"),                 # deprecated
+    "json_format": f(STRUCT, oneof="access_log_format"),            # deprecated: all strings
+    "typed_json_format": f(STRUCT, oneof="access_log_format"),      # deprecated
+    "log_format": f(Msg("SubstitutionFormatString"), oneof="access_log_format"),
+    "udp_proxy": no("UDP access logging is not supported", BOOL, False),
+})
+
+message("StdoutAccessLog", "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", {
+    "log_format": f(Msg("SubstitutionFormatString"), oneof="access_log_format"),
+})
+
+message("StderrAccessLog", "envoy.extensions.access_loggers.stream.v3.StderrAccessLog", {
+    "log_format": f(Msg("SubstitutionFormatString"), oneof="access_log_format"),
+})
+
+message("SubstitutionFormatString", "envoy.config.core.v3.SubstitutionFormatString", {
+    "text_format": f(STRING, oneof="format"),                       # deprecated
+    "json_format": f(STRUCT, oneof="format"),
+    "text_format_source": f(Msg("DataSource"), oneof="format"),
+    "omit_empty_values": f(BOOL, False),
+    "content_type": f(STRING, ""),          # for local replies; access logs ignore it, as Envoy
+    "formatters": no("formatter extensions are not supported"),
+}, required_oneofs=("format",))
 
 # extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto: plaintext, no options.
 message("RawBuffer", "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", {})
