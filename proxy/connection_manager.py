@@ -8,6 +8,7 @@ proxy/_fastpath/connection.pyx.
 from __future__ import annotations
 
 from proxy._fastpath.connection import Downstream  # noqa: F401  (re-exported: the worker's protocol)
+from proxy.access_log.writer import AccessLogs
 
 
 class Hcm:
@@ -15,7 +16,7 @@ class Hcm:
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
                  "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines")
+                 "svc_lines", "access_logs")
 
     def __init__(self, cfg, routes, tls: bool):
         self.cfg = cfg
@@ -35,3 +36,5 @@ class Hcm:
         self.request_timeout = cfg.request_timeout
         self.conn_limit = 0      # runtime envoy.resource_limits.listener.<name>.connection_limit (per worker)
         self.conn_count = 0
+        # the listener's access logs (opened in the worker, after fork), None when not configured
+        self.access_logs = AccessLogs.for_hcm(cfg)

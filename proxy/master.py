@@ -85,7 +85,7 @@ class Master:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         if self.opts.pid_file:
             with open(self.opts.pid_file, "w") as f:
@@ -170,6 +170,13 @@ class Master:
                 self._grow()
             elif sig == signal.SIGTTOU:
                 self._shrink()
+            elif sig == signal.SIGUSR1:
+                # logrotate moved the access logs: every worker reopens its files
+                for w in self.workers.values():
+                    try:
+                        os.kill(w.pid, signal.SIGUSR1)
+                    except ProcessLookupError:
+                        pass
 
     # ---- workers ---------------------------------------------------------------------------
     def _spawn(self, slot: int) -> None:
@@ -194,7 +201,7 @@ class Master:
     def _become_worker(self, slot: int) -> None:
         """In the child: drop what belongs to the master and to other slots."""
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
-                    signal.SIGTTOU, signal.SIGCHLD):
+                    signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)
         # Ctrl-C reaches the whole process group; the master alone decides how to stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

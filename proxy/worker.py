@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 import tempfile
+import time
 
 import uvloop
 
@@ -49,6 +50,7 @@ class Worker:
         idle = [lc.hcm.idle_timeout for lc in bootstrap.listeners if lc.hcm.idle_timeout]
         self.upstream_idle_timeout = min(idle) if idle else 3600.0
         self.servers = []
+        self.hcms = []
         self.draining = False
         self.counters: dict[str, int] = {}
         self._ticks = 0
@@ -61,6 +63,8 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.loop_time = self.loop.time
         self.now = self.loop_time()
+        # loop time + wall_offset = wall-clock time (access log START_TIME), refreshed each second
+        self.wall_offset = time.time() - self.now
         for name, cfg in self.bootstrap.clusters.items():
             self.clusters[name] = Cluster(cfg, self.table, self.layout.clusters[name])
 
@@ -70,6 +74,7 @@ class Worker:
             sock = socks[lc.name]
             tls = _ssl_context(lc.tls) if lc.tls else None
             hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters), tls is not None)
+            self.hcms.append(hcm)
             limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
             if limit is not None:
                 hcm.conn_limit = int(limit)
@@ -79,6 +84,8 @@ class Worker:
         self._done = self.loop.create_future()
         self.loop.add_signal_handler(signal.SIGTERM, self.drain)
         self.loop.add_signal_handler(signal.SIGQUIT, self._quit)
+        # logrotate: reopen access log files (the master forwards SIGUSR1 to every worker)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         self.loop.call_later(TICK_S, self._tick)
         try:
             os.write(ready_fd, b"R")
@@ -102,6 +109,10 @@ class Worker:
         self._ticks += 1
         if self._ticks % 20 == 0:   # once a second
             self._sweep_idle(now)
+            self.wall_offset = time.time() - now
+            for hcm in self.hcms:
+                if hcm.access_logs is not None:
+                    hcm.access_logs.flush()
         if self._ticks % 4 == 0:    # DNS answers the health-check process wrote into the table
             for c in self.clusters.values():
                 if c.refresh():
@@ -143,6 +154,16 @@ class Worker:
         for c in list(self.conns):
             c.draining = True
 
+    def reopen_logs(self) -> None:
+        for hcm in self.hcms:
+            if hcm.access_logs is not None:
+                hcm.access_logs.reopen()
+
+    def close_logs(self) -> None:
+        for hcm in self.hcms:
+            if hcm.access_logs is not None:
+                hcm.access_logs.close()
+
     def _quit(self) -> None:
         for c in list(self.conns):
             if c.transport is not None:
@@ -178,6 +199,7 @@ def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd:
     try:
         return loop.run_until_complete(w.serve(socks, ready_fd))
     finally:
+        w.close_logs()
         for c in w.clusters.values():
             c.stop()
         try:

@@ -43,6 +43,17 @@ cdef class Downstream:
     cdef long slot
     cdef bint recorded
     cdef double ewma_decay_ns
+    # what the access log needs of the request in flight (kept only when the listener logs)
+    cdef public bint logging
+    cdef public int status
+    cdef public str flags
+    cdef public long long rx_body
+    cdef public long long tx_body
+    cdef public double req_end
+    cdef public double resp_first
+    cdef public object host
+    cdef public ResponseHead resp
+    cdef public int svc_ms
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -59,6 +70,7 @@ cdef class Downstream:
     cdef _finish(self)
     cdef _record(self, int status, bint local_failure)
     cdef _release_host(self)
+    cdef _set_flag(self, str flag)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)

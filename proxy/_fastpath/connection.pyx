@@ -16,6 +16,7 @@ import logging
 
 from proxy import local_reply
 from proxy._fastpath.forward import upstream_request_head
+from proxy.access_log.record import LogRecord, headers_with
 from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
                                    parse_request, parse_response)
 
@@ -88,6 +89,16 @@ cdef class Downstream:
         self.table = None
         self.slot = -1
         self.recorded = True
+        self.logging = hcm.access_logs is not None
+        self.status = 0
+        self.flags = ""
+        self.rx_body = 0
+        self.tx_body = 0
+        self.req_end = 0.0
+        self.resp_first = 0.0
+        self.host = None
+        self.resp = None
+        self.svc_ms = -1
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -195,6 +206,16 @@ cdef class Downstream:
         self.retried = False
         self.ambiguous = False
         self.version = head.version
+        if self.logging:
+            self.status = 0
+            self.flags = ""
+            self.rx_body = 0
+            self.tx_body = 0
+            self.req_end = 0.0
+            self.resp_first = 0.0
+            self.host = None
+            self.resp = None
+            self.svc_ms = -1
         cdef bint is_head = head.method == b"HEAD"
         self.is_head = is_head
         if not head.keep_alive or self.draining:
@@ -213,7 +234,7 @@ cdef class Downstream:
         entry = hcm.routes.match(head.host, head.path, head)
         self.entry = entry
         if entry is None or head.method == b"CONNECT":
-            self._local_for_request(404, b"")
+            self._local_for_request(404, b"", "NR")
             return
         if entry.kind != R_FORWARD:
             self._local_route(entry, head)
@@ -225,11 +246,13 @@ cdef class Downstream:
         key = hash_fn(head, self.peer) if hash_fn is not None else None
         host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
         if host is None:
-            self._local_for_request(503, b"no healthy upstream")
+            self._local_for_request(503, b"no healthy upstream", "UH")
             return
         # the host counts this request as active (all workers see it) until the exchange ends
         self.table = cluster.table
         self.slot = host.slot
+        if self.logging:
+            self.host = host
         self.recorded = False
         self.ewma_decay_ns = cluster.ewma_decay_ns
         self.table.inc_active(self.slot)
@@ -329,6 +352,8 @@ cdef class Downstream:
         cdef Py_ssize_t n, c
         if left > 0:
             n = len(data)
+            if self.logging:
+                self.rx_body += n if n <= left else left
             if n <= left:
                 self.body_left = left - n
                 self._to_upstream(data)
@@ -347,6 +372,8 @@ cdef class Downstream:
             self._fail(400, "invalid chunked body: " + e.reason, "DPE", True)
             return
         if payload:
+            if self.logging:
+                self.rx_body += len(payload)
             self._to_upstream(encode_chunk(payload))
         if self.dec.done:
             self._to_upstream(last_chunk(self.dec.trailers))
@@ -370,6 +397,8 @@ cdef class Downstream:
 
     cdef _request_complete(self):
         self.req_done = True
+        if self.logging:
+            self.req_end = self.w.loop_time()
         if self.buf and len(self.buf) > PIPELINE_LIMIT:
             self._pause(P_PIPELINE)
         self._arm_route_timeout()
@@ -391,6 +420,12 @@ cdef class Downstream:
         self.resp_started = True
         self._record(rh.status, False)
         cdef long svc = <long>((self.w.loop_time() - self.req_start) * 1000)
+        if self.logging:
+            self.status = rh.status
+            self.resp = rh
+            self.svc_ms = svc
+            self.resp_first = self.w.loop_time()
+            self.tx_body += len(body)
         hcm = self.hcm
         cdef bytes extra
         if 0 <= svc < 1000:
@@ -430,6 +465,8 @@ cdef class Downstream:
 
     cdef on_response_body(self, bytes data):
         self.last_io = self.w.now
+        if self.logging:
+            self.tx_body += len(data)
         if self.chunked_out:
             self.transport.write(encode_chunk(data))
         else:
@@ -481,8 +518,13 @@ cdef class Downstream:
             self.table.dec_active(self.slot)
             self.slot = -1
 
+    cdef _set_flag(self, str flag):
+        self.flags = flag if not self.flags else self.flags + "," + flag
+
     cdef _finish(self):
         self._release_host()
+        if self.logging:
+            self._access_log()
         self.in_req = False
         self.head = None
         self.entry = None
@@ -513,6 +555,8 @@ cdef class Downstream:
         if self.closed:
             return
         self.w.count(f"local_reply_{status}")
+        if flag:
+            self._set_flag(flag)
         log.debug("%s %s -> %d %s (%s)", self.head.method if self.head is not None else b"",
                   self.head.path if self.head is not None else b"", status, reason, flag)
         if self.in_req and self.resp_started:
@@ -527,12 +571,18 @@ cdef class Downstream:
         if close:
             self.keep_alive = False
         self.resp_started = True
+        if self.logging:
+            self.status = status
+            self.resp = None
+            self.tx_body += 0 if self.is_head else len(body)
         self.transport.write(local_reply.render(status, body, self.hcm.server_line, extra, headers,
                                                 not self.keep_alive, self.is_head))
         self._finish()
 
-    def _local_for_request(self, int status, bytes body):
+    def _local_for_request(self, int status, bytes body, str flag=""):
         self.w.count(f"local_reply_{status}")
+        if flag:
+            self._set_flag(flag)
         if not self.req_done:
             self.keep_alive = False   # we will not read the body it is sending
         self._local(status, body, not self.keep_alive)
@@ -550,6 +600,44 @@ cdef class Downstream:
             loc = local_reply.redirect_location(entry.redirect, self.hcm.scheme, head.host, head.path, entry)
             self._local(entry.redirect.response_code, b"", not self.keep_alive,
                         extra + b"location: " + loc + b"\r\n", headers)
+
+    def _access_log(self):
+        """Envoy's access log entry for the exchange that just ended (only when configured)."""
+        now = self.w.loop_time()
+        head = self.head
+        start = self.req_start if head is not None else now
+        rec = LogRecord(
+            start_time=self.w.wall_offset + start,
+            protocol=b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
+            scheme=self.hcm.scheme,
+            response_code=self.status,
+            response_flags=self.flags.split(",") if self.flags else [],
+            bytes_received=self.rx_body,
+            bytes_sent=self.tx_body,
+            duration_ms=int((now - start) * 1000),
+            request_duration_ms=int((self.req_end - start) * 1000) if self.req_end else None,
+            response_duration_ms=int((self.resp_first - start) * 1000) if self.resp_first else None,
+            downstream_remote=self.transport.get_extra_info("peername") if self.transport else None,
+            downstream_local=self.transport.get_extra_info("sockname") if self.transport else None,
+        )
+        if head is not None:
+            rec.method, rec.path, rec.authority = head.method, head.path, head.host
+            added = {}
+            if head.request_id is None and self.upstream_head is not None:
+                at = self.upstream_head.find(b"\r\nx-request-id: ")
+                if at >= 0:
+                    added[b"x-request-id"] = self.upstream_head[at + 16:at + 52]
+            rec.request_headers = headers_with(head.get, added) if added else head.get
+            if self.entry is not None:
+                rec.route_name = self.entry.name or None
+        if self.resp is not None:
+            rec.response_headers = headers_with(
+                self.resp.get, {b"x-envoy-upstream-service-time": str(self.svc_ms).encode()})
+            rec.response_code_details = "via_upstream"
+        if self.host is not None:
+            rec.upstream_host = self.host.label
+            rec.upstream_cluster = self.target.cluster.name
+        self.hcm.access_logs.log(rec)
 
     # ---- timeouts (checked by the worker's ticker) ----------------------------------------------
     cdef _set_deadline(self, double seconds, int kind):
