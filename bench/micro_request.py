@@ -56,6 +56,10 @@ class FakeWorker:
         pass
 
 
+def host_cluster_stats(clusters):
+    return next(iter(clusters.values())).stats
+
+
 def main(n=200_000):
     from proxy.config import load_text
     text = (Path(__file__).parent / "peers" / "cyvoy.yaml").read_text()
@@ -65,13 +69,20 @@ def main(n=200_000):
     w = FakeWorker(loop)
     from proxy import cluster_manager
     table, layout = cluster_manager.build_table(cfg)
+    from proxy._fastpath.connection import ClusterStats, HcmStats
+    from proxy.stats import StatRegistry
+    registry = StatRegistry.for_bootstrap(cfg)
+    slot_stats = registry.make_store(4).view(0)
     clusters = {name: Cluster(c, table, layout.clusters[name]) for name, c in cfg.clusters.items()}
+    for name, c in clusters.items():
+        c.stats = ClusterStats(slot_stats, registry.cluster_indexes(name))
     lc = cfg.listeners[0]
     hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, clusters), False)
+    hcm.stats = HcmStats(slot_stats, registry.http_indexes(lc.hcm.stat_prefix), registry.listener_indexes_for(lc))
     ds = Downstream(w, hcm)
     ds.connection_made(NullTransport())
     for host in next(iter(clusters.values())).hosts:
-        up = Upstream(host, w)
+        up = Upstream(host, w, host_cluster_stats(clusters))
         up.connection_made(NullTransport())
         host.idle.append(up)
     t0 = time.perf_counter()

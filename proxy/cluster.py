@@ -54,6 +54,7 @@ class Cluster:
         self.by_slot: list[Host | None] = [None] * self.n_slots
         self.lb = None
         self.membership = -1
+        self.stats = None      # the worker sets its ClusterStats (indexes into its stats slot)
         self.refresh()
 
     def pick(self, hash_key: int = 0, has_hash: bool = False) -> Host | None:

@@ -41,6 +41,8 @@ class WorkerProc:
     started: float
     ready: bool = False
     stopping: bool = False
+    stats_slot: int = -1
+    store: object = None
 
 
 @dataclass
@@ -75,7 +77,20 @@ class Master:
         self.table = None
         self.layout = None
         self.health_pid = 0
+        self.health_slot = (None, -1)
         self.health_started = 0.0
+        # Envoy's stats: one shared-memory slot per process, summed by the admin process
+        self.registry = None
+        self.stats = None
+        # the admin interface: its own process, its socket bound here, a shared control block
+        self.control = None
+        self.admin_sock = None
+        self.admin_pid = 0
+        self.admin_slot = (None, -1)
+        self.admin_started = 0.0
+        self.admin_backoff = 0.0
+        self.admin_respawn_at = 0.0
+        self._retiring: dict[int, tuple] = {}   # helper processes told to stop: their stats slots
         self.health_backoff = 0.0
         self.health_respawn_at = 0.0
 
@@ -96,14 +111,22 @@ class Master:
         except OSError as e:
             log.critical("cannot open listener: %s", e)
             return 1
+        from proxy.admin import server as admin_server
+        from proxy.admin.control import Control
+        self.control = Control({"concurrency": self.num_workers, "drain_time_s": self.opts.drain_time_s,
+                                "log_level": self.opts.log_level, "config_path": self.config_path,
+                                "workers": self.num_workers}, config_path=self.config_path)
+        try:
+            self.admin_sock = admin_server.bind(self.bootstrap, self.opts.extra.get("admin_allow_remote", False))
+        except admin_server.AdminAddressError as e:
+            log.critical("%s", e)
+            return 1
         self.table, self.layout = cluster_manager.build_table(self.bootstrap)
+        self._new_stats(self.bootstrap)
         self._spawn_health()
+        self._spawn_admin()
         for ls in self.listeners.values():
             log.info("listener '%s' on %s:%d", ls.name, ls.address, ls.port)
-        if self.bootstrap.admin is not None:
-            # Accepted so Envoy configs load; said out loud rather than silently ignored.
-            log.warning("admin: the admin interface is not served by this version of cyvoy; "
-                        "admin.address %s:%d is not opened", self.bootstrap.admin.address, self.bootstrap.admin.port)
         for slot in range(self.num_workers):
             self._spawn(slot)
         self.state = "running"
@@ -183,6 +206,7 @@ class Master:
         for ls in self.listeners.values():
             ls.ensure_slots(slot + 1)
         r, w = os.pipe()
+        store, stats_slot = self.stats, self.stats.alloc_slot()
 
         def child() -> int:
             os.close(r)
@@ -191,11 +215,14 @@ class Master:
                 pin_to_cpu(slot)
             from proxy import worker
             socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
-            return worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout)
+            return worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout,
+                              (self.registry, store, stats_slot), self.control)
 
         pid = _fork(child)
         os.close(w)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic())
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic(),
+                                       stats_slot=stats_slot, store=store)
+        self._publish_workers()
         log.debug("started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
     def _become_worker(self, slot: int) -> None:
@@ -239,6 +266,7 @@ class Master:
         if not self.announced_ready and all(
                 x.ready for x in self.workers.values() if x.generation == self.generation):
             self.announced_ready = True
+            self.control.set_state("LIVE")
             log.info("cyvoy ready: %d workers, generation %d", self.num_workers, self.generation)
             systemd.ready(f"serving: {self.num_workers} workers, generation {self.generation}"
                           + (f"; last reload refused: {self.last_reload_error}" if self.last_reload_error else ""))
@@ -261,9 +289,14 @@ class Master:
             if pid == self.health_pid:
                 self._on_health_exit(status)
                 continue
+            if pid == self.admin_pid:
+                self._on_admin_exit(status)
+                continue
+            self._retire_stats_of(pid)
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            self._publish_workers()
             if w.ready_fd >= 0:
                 os.close(w.ready_fd)
             self._close_retired()
@@ -282,6 +315,9 @@ class Master:
         if self.health_respawn_at and self.health_respawn_at <= now and self.state == "running":
             self.health_respawn_at = 0.0
             self._spawn_health()
+        if self.admin_respawn_at and self.admin_respawn_at <= now and self.state == "running":
+            self.admin_respawn_at = 0.0
+            self._spawn_admin()
         for slot, at in list(self.respawn_at.items()):
             if at <= now and self.state == "running":
                 del self.respawn_at[slot]
@@ -315,13 +351,16 @@ class Master:
     def _spawn_health(self) -> None:
         if not self._needs_health():
             return
+        store, stats_slot = self.stats, self.stats.alloc_slot()
+
         def child() -> int:
             self._become_worker(-1)
             from proxy.health import process
-            return process.run(self.bootstrap, self.table)
+            return process.run(self.bootstrap, self.table, (self.registry, store.view(stats_slot)))
 
         pid = _fork(child)
         self.health_pid = pid
+        self.health_slot = (store, stats_slot)
         self.health_started = time.monotonic()
         log.debug("started health-check process %d", pid)
 
@@ -329,13 +368,89 @@ class Master:
         pid, self.health_pid = self.health_pid, 0
         self.health_respawn_at = 0.0
         if pid:
+            self._retiring[pid] = self.health_slot
+            self.health_slot = (None, -1)
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
+    # ---- the admin process ----------------------------------------------------------------------
+    def _spawn_admin(self) -> None:
+        if self.admin_sock is None:
+            return
+        store, stats_slot = self.stats, self.stats.alloc_slot()
+
+        def child() -> int:
+            self._become_worker(-1)
+            from proxy.admin import server as admin_server
+            return admin_server.run(self.bootstrap, self.table, self.layout, store, self.registry, self.control,
+                                    allow_remote=self.opts.extra.get("admin_allow_remote", False),
+                                    sock=self.admin_sock, stats_slot=stats_slot)
+
+        self.admin_pid = _fork(child)
+        self.admin_slot = (store, stats_slot)
+        self.admin_started = time.monotonic()
+        log.debug("started admin process %d", self.admin_pid)
+
+    def _stop_admin(self) -> None:
+        pid, self.admin_pid = self.admin_pid, 0
+        self.admin_respawn_at = 0.0
+        if pid:
+            self._retiring[pid] = self.admin_slot
+            self.admin_slot = (None, -1)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _on_admin_exit(self, status: int) -> None:
+        self.admin_pid = 0
+        self._retire(self.admin_slot)
+        self.admin_slot = (None, -1)
+        if self.state != "running":
+            return
+        lived = time.monotonic() - self.admin_started
+        log.error("admin process died: %s; respawning", _describe(status))
+        self.admin_backoff = 0.0 if lived >= STABLE_AFTER_S else min(MAX_BACKOFF_S, max(0.1, 2 * self.admin_backoff))
+        self.admin_respawn_at = time.monotonic() + self.admin_backoff
+
+    # ---- stats slots ----------------------------------------------------------------------------
+    def _new_stats(self, bootstrap: Bootstrap) -> None:
+        """A registry (and, when the stat names changed, a store) for `bootstrap`: sized for every
+        process that can be alive at once across a reload (old and new workers, helpers)."""
+        from proxy.stats import StatRegistry
+        from proxy.stats.registry import carry_over
+        registry = StatRegistry.for_bootstrap(bootstrap)
+        if self.registry is not None and registry.signature == self.registry.signature:
+            self.registry = registry
+            return
+        store = registry.make_store(max(64, 4 * self.num_workers + 8))
+        if self.registry is not None:
+            carry_over(self.registry, self.stats, registry, store)
+        self.registry, self.stats = registry, store
+
+    def _retire(self, owner) -> None:
+        store, slot = owner
+        if store is not None and slot >= 0:
+            store.retire(slot)   # the exited process's counters fold into the retired slot
+
+    def _retire_stats_of(self, pid: int) -> None:
+        w = self.workers.get(pid)
+        if w is not None:
+            self._retire((w.store, w.stats_slot))
+        elif pid in self._retiring:
+            self._retire(self._retiring.pop(pid))
+
+    def _publish_workers(self) -> None:
+        self.control.set_workers([w.pid for w in sorted(self.workers.values(), key=lambda w: w.slot)
+                                  if not w.stopping])
+        self.control.set_concurrency(self.num_workers)
+
     def _on_health_exit(self, status: int) -> None:
         self.health_pid = 0
+        self._retire(self.health_slot)
+        self.health_slot = (None, -1)
         if self.state != "running":
             return
         # The table keeps its last state meanwhile: workers route on it as it was.
@@ -351,6 +466,7 @@ class Master:
             return
         systemd.reloading(f"reloading {self.config_path}")
         self._reload_config()
+        self.control.set_reload_error(self.last_reload_error)
         if self.last_reload_error is not None:
             # nothing changed: tell systemd we are serving as before
             systemd.ready(f"serving: {self.num_workers} workers, generation {self.generation}; "
@@ -381,8 +497,11 @@ class Master:
         # a new table for the new generation, carrying the state of hosts that stay; the old
         # generation keeps reading the old one while it drains
         self._stop_health()
+        self._stop_admin()
         self.table, self.layout = cluster_manager.build_table(new, self.table, self.layout)
+        self._new_stats(new)
         self._spawn_health()
+        self._spawn_admin()
         self.announced_ready = False
         log.info("SIGHUP: starting generation %d", self.generation)
         for slot in range(self.num_workers):
@@ -442,7 +561,9 @@ class Master:
             return
         self.state = "stopping"
         systemd.stopping("draining" if graceful else "stopping")
+        self.control.set_state("DRAINING")
         self._stop_health()
+        self._stop_admin()
         log.info("%s stop: draining %d workers (up to %.0fs)", "graceful" if graceful else "immediate",
                  len(self.workers), self.opts.drain_time_s if graceful else 0)
         sig = signal.SIGTERM if graceful else signal.SIGQUIT

@@ -23,6 +23,7 @@ from proxy._fastpath.forward import seed_request_ids
 from proxy._fastpath.lb import reseed as reseed_lb
 from proxy.cluster import Cluster
 from proxy.config.model import Bootstrap
+from proxy._fastpath.connection import ClusterStats, HcmStats
 from proxy.connection_manager import Downstream, Hcm
 from proxy.router import RouteTable
 
@@ -33,10 +34,14 @@ IDLE_CLOSE_DRAIN_S = 0.5  # while draining, a keep-alive connection idle this lo
 
 
 class Worker:
-    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int, table, layout):
+    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int, table, layout, stats=None):
         self.bootstrap = bootstrap
         self.table = table          # the shared-memory host table (docs/host-table.md)
         self.layout = layout
+        # (registry, store, slot): Envoy's stats, written into this process's own slot
+        self.registry, self.store, self.stats_slot = stats
+        self.slot_stats = self.store.view(self.stats_slot)
+        self.control = None
         self.slot = slot
         self.generation = generation
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -66,7 +71,9 @@ class Worker:
         # loop time + wall_offset = wall-clock time (access log START_TIME), refreshed each second
         self.wall_offset = time.time() - self.now
         for name, cfg in self.bootstrap.clusters.items():
-            self.clusters[name] = Cluster(cfg, self.table, self.layout.clusters[name])
+            c = Cluster(cfg, self.table, self.layout.clusters[name])
+            c.stats = ClusterStats(self.slot_stats, self.registry.cluster_indexes(name))
+            self.clusters[name] = c
 
     async def serve(self, socks: dict, ready_fd: int) -> int:
         self.setup()
@@ -74,6 +81,8 @@ class Worker:
             sock = socks[lc.name]
             tls = _ssl_context(lc.tls) if lc.tls else None
             hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters), tls is not None)
+            hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
+                                 self.registry.listener_indexes_for(lc))
             self.hcms.append(hcm)
             limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
             if limit is not None:
@@ -110,6 +119,8 @@ class Worker:
         if self._ticks % 20 == 0:   # once a second
             self._sweep_idle(now)
             self.wall_offset = time.time() - now
+            if self.control is not None:
+                self.control.apply_log_level()   # POST /logging on the admin interface
             for hcm in self.hcms:
                 if hcm.access_logs is not None:
                     hcm.access_logs.flush()
@@ -189,11 +200,13 @@ def _ssl_context(tls) -> ssl.SSLContext:
     return ctx
 
 
-def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int, table, layout) -> int:
+def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int, table, layout,
+        stats, control=None) -> int:
     """Entry point in the forked child; returns the exit code."""
     seed_request_ids()   # never share the master's (or a sibling's) random sequence
     reseed_lb()
-    w = Worker(bootstrap, slot, generation, table, layout)
+    w = Worker(bootstrap, slot, generation, table, layout, stats)
+    w.control = control
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -3,6 +3,23 @@
 # connection.pyx; the Python face is proxy/connection_manager.py.
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
 from proxy._fastpath.hosttable cimport HostTable
+from proxy._fastpath.stats cimport SlotStats
+
+
+cdef class HcmStats:
+    # Envoy's http.<stat_prefix>.* and listener.<address>.* indexes in this process's stats slot
+    cdef SlotStats s
+    cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_protocol_error
+    cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_time, rq_timeout, rq_header_timeout
+    cdef Py_ssize_t no_route, rq_direct_response, rq_redirect
+    cdef Py_ssize_t l_cx_total, l_cx_active, l_cx_destroy, l_cx_overflow
+
+
+cdef class ClusterStats:
+    # Envoy's cluster.<name>.* indexes in this process's stats slot
+    cdef SlotStats s
+    cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_code_base, rq_time, rq_timeout
+    cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_connect_fail, cx_connect_timeout
 
 
 cdef class Downstream:
@@ -54,6 +71,9 @@ cdef class Downstream:
     cdef public object host
     cdef public ResponseHead resp
     cdef public int svc_ms
+    cdef HcmStats st
+    cdef ClusterStats cst          # the cluster of the request in flight, None before the pick
+    cdef bint counted_rq           # downstream_rq_active was raised for the request in flight
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -93,6 +113,7 @@ cdef class Upstream:
     cdef bint read_paused
     cdef bint no_body
     cdef public long long uses
+    cdef ClusterStats cst
 
     cdef send(self, Downstream ds, bytes head, bint no_body)
     cdef _received(self, bytes data, Downstream ds)

@@ -22,6 +22,7 @@ from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk,
 
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
 from proxy._fastpath.hosttable cimport HostTable, cyv_monotonic_ns
+from proxy._fastpath.stats cimport SlotStats, record_time
 
 log = logging.getLogger("cyvoy.http")
 
@@ -57,6 +58,32 @@ cdef enum:
 
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
+cdef class HcmStats:
+    """The stat indexes one listener's connections write, looked up once per worker."""
+
+    def __init__(self, SlotStats s, http, listener):
+        self.s = s
+        self.cx_total, self.cx_active = http.downstream_cx_total, http.downstream_cx_active
+        self.cx_destroy, self.cx_protocol_error = http.downstream_cx_destroy, http.downstream_cx_protocol_error
+        self.rq_total, self.rq_active = http.downstream_rq_total, http.downstream_rq_active
+        self.rq_1xx, self.rq_time = http.downstream_rq_1xx, http.downstream_rq_time
+        self.rq_timeout, self.rq_header_timeout = http.downstream_rq_timeout, http.downstream_rq_header_timeout
+        self.no_route, self.rq_direct_response, self.rq_redirect = http.no_route, http.rq_direct_response, http.rq_redirect
+        self.l_cx_total, self.l_cx_active = listener.downstream_cx_total, listener.downstream_cx_active
+        self.l_cx_destroy, self.l_cx_overflow = listener.downstream_cx_destroy, listener.downstream_cx_overflow
+
+
+cdef class ClusterStats:
+    """The stat indexes one cluster's requests and connections write, looked up once per worker."""
+
+    def __init__(self, SlotStats s, c):
+        self.s = s
+        self.rq_total, self.rq_active, self.rq_1xx = c.upstream_rq_total, c.upstream_rq_active, c.upstream_rq_1xx
+        self.rq_code_base, self.rq_time, self.rq_timeout = c.upstream_rq_code_base, c.upstream_rq_time, c.upstream_rq_timeout
+        self.cx_total, self.cx_active, self.cx_destroy = c.upstream_cx_total, c.upstream_cx_active, c.upstream_cx_destroy
+        self.cx_connect_fail, self.cx_connect_timeout = c.upstream_cx_connect_fail, c.upstream_cx_connect_timeout
 
 
 cdef class Downstream:
@@ -99,6 +126,9 @@ cdef class Downstream:
         self.host = None
         self.resp = None
         self.svc_ms = -1
+        self.st = hcm.stats
+        self.cst = None
+        self.counted_rq = False
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -110,8 +140,13 @@ cdef class Downstream:
         hcm = self.hcm
         hcm.conn_count += 1
         w.conns.add(self)
+        cdef HcmStats st = self.st
+        st.s.inc(st.cx_total)
+        st.s.gauge_add(st.cx_active, 1)
+        st.s.inc(st.l_cx_total)
+        st.s.gauge_add(st.l_cx_active, 1)
         if hcm.conn_limit and hcm.conn_count > hcm.conn_limit:
-            w.count("downstream_cx_overflow")
+            st.s.inc(st.l_cx_overflow)
             self.closed = True
             transport.abort()
             return
@@ -121,6 +156,14 @@ cdef class Downstream:
     def connection_lost(self, exc):
         self.closed = True
         self.hcm.conn_count -= 1
+        cdef HcmStats st = self.st
+        st.s.gauge_add(st.cx_active, -1)
+        st.s.inc(st.cx_destroy)
+        st.s.gauge_add(st.l_cx_active, -1)
+        st.s.inc(st.l_cx_destroy)
+        if self.counted_rq:
+            self.counted_rq = False
+            st.s.gauge_add(st.rq_active, -1)
         self.w.conns.discard(self)
         self.w.active.discard(self)
         up = self.up
@@ -179,6 +222,7 @@ cdef class Downstream:
             self.in_req = True      # nothing more is read from this connection
             self.keep_alive = False
             self.w.count("downstream_rq_rx_reset" if e.status == 400 else f"local_reply_{e.status}")
+            self.st.s.inc(self.st.cx_protocol_error)
             log.debug("bad request from %s: %s", self.peer, e.reason)
             self._local(e.status, e.reason.encode("latin-1", "replace") if e.status != 400 else b"Bad Request",
                         True)
@@ -206,8 +250,13 @@ cdef class Downstream:
         self.retried = False
         self.ambiguous = False
         self.version = head.version
+        self.status = 0
+        self.cst = None
+        cdef HcmStats st = self.st
+        st.s.inc(st.rq_total)
+        st.s.gauge_add(st.rq_active, 1)
+        self.counted_rq = True
         if self.logging:
-            self.status = 0
             self.flags = ""
             self.rx_body = 0
             self.tx_body = 0
@@ -234,6 +283,7 @@ cdef class Downstream:
         entry = hcm.routes.match(head.host, head.path, head)
         self.entry = entry
         if entry is None or head.method == b"CONNECT":
+            st.s.inc(st.no_route)
             self._local_for_request(404, b"", "NR")
             return
         if entry.kind != R_FORWARD:
@@ -256,6 +306,10 @@ cdef class Downstream:
         self.recorded = False
         self.ewma_decay_ns = cluster.ewma_decay_ns
         self.table.inc_active(self.slot)
+        cdef ClusterStats cst = cluster.stats
+        self.cst = cst
+        cst.s.inc(cst.rq_total)
+        cst.s.gauge_add(cst.rq_active, 1)
 
         # ---- upstream request head: one fast-path call
         cdef bytes path = head.path
@@ -327,11 +381,13 @@ cdef class Downstream:
         w = self.w
         try:
             _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream(host, w), host.address, host.port),
+                loop.create_connection(lambda: Upstream(host, w, cluster.stats), host.address, host.port),
                 cluster.connect_timeout)
         except asyncio.TimeoutError:
             reason = "connection timeout"
+            _count_connect_fail(cluster.stats, True)
         except OSError as e:
+            _count_connect_fail(cluster.stats, False)
             # Envoy's wording: "remote connection failure, transport failure reason: delayed connect error: 111"
             reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
         else:
@@ -418,10 +474,17 @@ cdef class Downstream:
     # ---- response (called by Upstream) ----------------------------------------------------------
     cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body):
         self.resp_started = True
+        cdef double elapsed_ms = (self.w.loop_time() - self.req_start) * 1000.0
+        cdef long svc = <long>elapsed_ms
         self._record(rh.status, False)
-        cdef long svc = <long>((self.w.loop_time() - self.req_start) * 1000)
+        self.status = rh.status
+        cdef ClusterStats cst = self.cst
+        cdef int code = rh.status
+        if cst is not None and 100 <= code <= 599:
+            cst.s.inc(cst.rq_1xx + code // 100 - 1)
+            cst.s.inc(cst.rq_code_base + code - 100)
+            record_time(cst.s, cst.rq_time, elapsed_ms)
         if self.logging:
-            self.status = rh.status
             self.resp = rh
             self.svc_ms = svc
             self.resp_first = self.w.loop_time()
@@ -517,12 +580,22 @@ cdef class Downstream:
         if self.slot >= 0:
             self.table.dec_active(self.slot)
             self.slot = -1
+            if self.cst is not None:
+                self.cst.s.gauge_add(self.cst.rq_active, -1)
 
     cdef _set_flag(self, str flag):
         self.flags = flag if not self.flags else self.flags + "," + flag
 
     cdef _finish(self):
         self._release_host()
+        cdef HcmStats st = self.st
+        cdef int code = self.status
+        if self.counted_rq:
+            self.counted_rq = False
+            st.s.gauge_add(st.rq_active, -1)
+            if 100 <= code <= 599:
+                st.s.inc(st.rq_1xx + code // 100 - 1)
+            record_time(st.s, st.rq_time, (self.w.loop_time() - self.req_start) * 1000.0)
         if self.logging:
             self._access_log()
         self.in_req = False
@@ -571,8 +644,8 @@ cdef class Downstream:
         if close:
             self.keep_alive = False
         self.resp_started = True
+        self.status = status
         if self.logging:
-            self.status = status
             self.resp = None
             self.tx_body += 0 if self.is_head else len(body)
         self.transport.write(local_reply.render(status, body, self.hcm.server_line, extra, headers,
@@ -595,8 +668,10 @@ cdef class Downstream:
         if not self.req_done:
             self.keep_alive = False
         if entry.kind == R_DIRECT:
+            self.st.s.inc(self.st.rq_direct_response)
             self._local(entry.status, entry.body, not self.keep_alive, extra, headers)
         else:  # REDIRECT
+            self.st.s.inc(self.st.rq_redirect)
             loc = local_reply.redirect_location(entry.redirect, self.hcm.scheme, head.host, head.path, entry)
             self._local(entry.redirect.response_code, b"", not self.keep_alive,
                         extra + b"location: " + loc + b"\r\n", headers)
@@ -655,14 +730,18 @@ cdef class Downstream:
             self.in_req = True
             self.keep_alive = False
             self.w.count("downstream_rq_header_timeout")
+            self.st.s.inc(self.st.rq_header_timeout)
             self._local(408, b"request header timeout", True)
         elif kind == C_ROUTE:
             self.w.count("upstream_rq_timeout")
+            if self.cst is not None:
+                self.cst.s.inc(self.cst.rq_timeout)
             if not self.resp_started:
                 self._record(504, True)
             self._fail(504, "upstream request timeout", "UT")
         elif kind == C_REQUEST:
             self.w.count("downstream_rq_timeout")
+            self.st.s.inc(self.st.rq_timeout)
             self._fail(408, "request timeout", "")
         elif kind == C_STREAM_IDLE:
             quiet = self.w.loop_time() - self.last_io
@@ -696,6 +775,12 @@ cdef class Downstream:
         return False
 
 
+cdef _count_connect_fail(ClusterStats cst, bint timeout):
+    cst.s.inc(cst.cx_connect_fail)
+    if timeout:
+        cst.s.inc(cst.cx_connect_timeout)
+
+
 cdef bytes _rewrite(bytes path, entry):
     cdef bytes rewrite = entry.prefix_rewrite
     cdef Py_ssize_t n = entry.match_prefix_len
@@ -714,9 +799,10 @@ cdef class Upstream:
     was not framed cleanly, or that closed, is never put back in the pool.
     """
 
-    def __init__(self, host, worker):
+    def __init__(self, host, worker, ClusterStats cst):
         self.host = host
         self.worker = worker
+        self.cst = cst
         self.transport = None
         self.ds = None
         self.buf = b""
@@ -735,6 +821,8 @@ cdef class Upstream:
     # ---- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.cst.s.inc(self.cst.cx_total)
+        self.cst.s.gauge_add(self.cst.cx_active, 1)
 
     cdef send(self, Downstream ds, bytes head, bint no_body):
         """Start one exchange: write the request head; the body follows through `transport`."""
@@ -877,6 +965,8 @@ cdef class Upstream:
     def connection_lost(self, exc):
         self.closed = True
         self.reusable = False
+        self.cst.s.gauge_add(self.cst.cx_active, -1)
+        self.cst.s.inc(self.cst.cx_destroy)
         cdef Downstream ds = self.ds
         if ds is None:
             return

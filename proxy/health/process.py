@@ -97,7 +97,7 @@ class HealthProcess:
     """Everything `run` does, as an object (tests drive it on their own loop)."""
 
     def __init__(self, bootstrap: Bootstrap, table, *, clock: Optional[Clock] = None,
-                 rng: Optional[random.Random] = None):
+                 rng: Optional[random.Random] = None, stats=None):
         self.bootstrap = bootstrap
         self.table = table
         self.clock = clock or Clock()
@@ -107,6 +107,8 @@ class HealthProcess:
         self._tasks: list[asyncio.Task] = []
         self._stop: Optional[asyncio.Event] = None
         self._ppid = os.getppid()
+        self.stats = stats              # (registry, this process's stats slot view) or None
+        self._published: dict[str, int] = {}
         for index, (name, cfg) in enumerate(bootstrap.clusters.items()):
             if index >= table.n_clusters:
                 break
@@ -403,9 +405,35 @@ class HealthProcess:
             await asyncio.sleep(max(0.001, wait))
 
     # ---- liveness ------------------------------------------------------------------------------
+    def publish_stats(self) -> None:
+        """Envoy's cluster.<name>.health_check.* and outlier_detection.* stats, written into this
+        process's stats slot as the deltas since the last call (the admin sums all slots)."""
+        if self.stats is None:
+            return
+        registry, view = self.stats
+        for c in self.clusters:
+            values = {f"health_check.{k}": v for k, v in c.counters.items()} if c.cfg.health_checks else {}
+            det = getattr(c, "outlier", None)
+            if det is not None:
+                values.update({f"outlier_detection.{k}": v for k, v in det.stats.items()})
+            for key, value in values.items():
+                name = f"cluster.{c.name}.{key}"
+                if key == "outlier_detection.ejections_active":
+                    idx = registry.gauge(name) if registry.kind(name) == "gauge" else -1
+                    if idx >= 0:
+                        view.gauge_set(idx, int(value))
+                    continue
+                if registry.kind(name) != "counter":
+                    continue
+                delta = int(value) - self._published.get(name, 0)
+                if delta > 0:
+                    view.add(registry.counter(name), delta)
+                    self._published[name] = int(value)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             self.table.heartbeat()
+            self.publish_stats()
             if os.getppid() != self._ppid:
                 log.warning("health: the master is gone; exiting")
                 self.request_stop()
@@ -456,7 +484,7 @@ def _explicit_initial_jitter(bootstrap: Bootstrap, cluster: str, n: int) -> list
     return out
 
 
-def run(bootstrap: Bootstrap, table) -> int:
+def run(bootstrap: Bootstrap, table, stats=None) -> int:
     """Entry point of the health-check process (the master forks, then calls this). Returns the
     exit code: 0 after SIGTERM or when the master is gone."""
     global counters
@@ -468,7 +496,7 @@ def run(bootstrap: Bootstrap, table) -> int:
     except ImportError:       # pragma: no cover - uvloop is a dependency
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    hp = HealthProcess(bootstrap, table)
+    hp = HealthProcess(bootstrap, table, stats=stats)
     counters = hp.counters
     try:
         return loop.run_until_complete(hp.main())
