@@ -339,3 +339,18 @@ def test_route_header_edits_apply(upstreams, proxy):
     assert hdr(req, "x-added") == "v"
     assert hdr(req, "x-secret") is None
     assert r.getheader("x-resp") == "r"
+
+
+def test_trailers_of_a_chunked_response_reach_an_http11_client(one):
+    up, p = one
+    out = raw_request(p.port, b"GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.endswith(b"0\r\nx-checksum: abc123\r\n\r\n")
+    assert b"hello" in body
+
+
+def test_trailers_are_dropped_for_an_http10_client(one):
+    up, p = one
+    out = raw_request(p.port, b"GET /trailers HTTP/1.0\r\n\r\n")
+    assert out.split(b"\r\n\r\n", 1)[1] == b"hello"

@@ -12,6 +12,7 @@ Paths:
   /sink               reads the whole request body, answers its length and a checksum
   /close              closes the connection without answering
   /hang               never answers
+  /trailers           a chunked "hello" followed by the trailer field x-checksum: abc123
   /eof/N              N bytes of body, no Content-Length, ends by closing (HTTP/1.0 style framing)
   /slowbody/N         N bytes body written in 1 KiB pieces with small pauses
 Anything else: 200 "ok from <name>" (or `fail_status` "fail from <name>" when a test sets it).
@@ -158,6 +159,10 @@ class Upstream:
                 left -= len(piece)
                 await _drain(t)
             t.write(b"0\r\n\r\n")
+        elif kind == "trailers":
+            # a chunked response ending with a trailer field (RFC 9112 section 7.1.2)
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n")
         elif kind == "eof":
             n = int(arg)
             t.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
