@@ -340,6 +340,9 @@ class Master:
         for w in list(self.workers.values()):
             if w.slot >= self.num_workers and not w.stopping:
                 self._stop_worker(w)
+        # The removed slot's socket closes with its worker; Linux resets connections still in
+        # its accept queue at that moment (none are lost if net.ipv4.tcp_migrate_req=1, which
+        # moves them to a sibling socket). Respawn and reload keep the socket, so they lose none.
         for ls in self.listeners.values():
             ls.shrink_to(self.num_workers)
 
