@@ -91,6 +91,7 @@ cdef class Downstream:
     cdef _record(self, int status, bint local_failure)
     cdef _release_host(self)
     cdef _set_flag(self, str flag)
+    cdef _reset_log_state(self)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)

@@ -118,14 +118,7 @@ cdef class Downstream:
         self.recorded = True
         self.logging = hcm.access_logs is not None
         self.status = 0
-        self.flags = ""
-        self.rx_body = 0
-        self.tx_body = 0
-        self.req_end = 0.0
-        self.resp_first = 0.0
-        self.host = None
-        self.resp = None
-        self.svc_ms = -1
+        self._reset_log_state()
         self.st = hcm.stats
         self.cst = None
         self.counted_rq = False
@@ -257,14 +250,7 @@ cdef class Downstream:
         st.s.gauge_add(st.rq_active, 1)
         self.counted_rq = True
         if self.logging:
-            self.flags = ""
-            self.rx_body = 0
-            self.tx_body = 0
-            self.req_end = 0.0
-            self.resp_first = 0.0
-            self.host = None
-            self.resp = None
-            self.svc_ms = -1
+            self._reset_log_state()
         cdef bint is_head = head.method == b"HEAD"
         self.is_head = is_head
         if not head.keep_alive or self.draining:
@@ -582,6 +568,16 @@ cdef class Downstream:
             self.slot = -1
             if self.cst is not None:
                 self.cst.s.gauge_add(self.cst.rq_active, -1)
+
+    cdef _reset_log_state(self):
+        self.flags = ""
+        self.rx_body = 0
+        self.tx_body = 0
+        self.req_end = 0.0
+        self.resp_first = 0.0
+        self.host = None
+        self.resp = None
+        self.svc_ms = -1
 
     cdef _set_flag(self, str flag):
         self.flags = flag if not self.flags else self.flags + "," + flag
