@@ -63,6 +63,16 @@ def simple_config(upstream_ports: list, route: dict | None = None, hcm_fields: d
     }
 
 
+def wait_for(cond, timeout: float = 10.0, step: float = 0.05) -> bool:
+    """Poll `cond` until it is true or `timeout` passes; True if it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

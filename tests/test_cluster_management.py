@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.harness import simple_config
+from tests.harness import simple_config, wait_for
 from tests.upstreams import Upstream
 
 
@@ -24,14 +24,6 @@ def get(port, path="/", headers=None):
     c.close()
     return r.status, body
 
-
-def wait_for(cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
 
 
 def served_by(port, n, path="/"):

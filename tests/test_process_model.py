@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from tests.harness import ROOT, simple_config
+from tests.harness import ROOT, simple_config, wait_for
 
 
 def get(port, path="/", timeout=10):
@@ -22,14 +22,6 @@ def get(port, path="/", timeout=10):
     c.close()
     return r.status, body
 
-
-def wait_for(cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
 
 
 class Client(threading.Thread):

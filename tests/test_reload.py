@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.harness import free_port, listener, hcm, simple_config
+from tests.harness import free_port, hcm, listener, simple_config, wait_for
 
 
 def get(port, path="/"):
@@ -20,14 +20,6 @@ def get(port, path="/"):
     r = c.getresponse()
     return r.status, r.read()
 
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
