@@ -102,7 +102,7 @@ class Target:
 class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
-                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn")
+                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry")
 
     def pick_target(self) -> Target:
         # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
@@ -277,6 +277,7 @@ class RouteTable:
         a = r.action
         e.single = True
         e.hash_fn = None
+        e.retry = None
         e.timeout_line = b""
         e.timeout = 0
         levels = [r.edits, vh.edits, rc.edits]
@@ -297,6 +298,7 @@ class RouteTable:
             e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
             e.auto_host_rewrite = a.auto_host_rewrite
             e.hash_fn = compile_hash_policy(a.hash_policy) if a.hash_policy else None
+            e.retry = a.retry_policy
             if a.cluster is not None:
                 e.targets = [Target(clusters[a.cluster], *_merge(levels))]
                 e.weights = [1]

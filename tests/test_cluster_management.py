@@ -176,11 +176,14 @@ def test_least_request_steers_away_from_a_host_holding_long_requests(upstreams, 
     a, b = upstreams(2)
     a.delay_s = 2.0      # up0 holds every request it gets for 2 s
     p = proxy(simple_config([a.port, b.port], cluster_fields={"lb_policy": "LEAST_REQUEST"}), workers=2)
-    slow = [threading.Thread(target=lambda: get(p.port), daemon=True) for _ in range(4)]
-    for t in slow:
+    # ties between idle hosts are broken at random: send until up0 holds a request
+    slow = []
+    while not a.requests and len(slow) < 40:
+        t = threading.Thread(target=lambda: get(p.port), daemon=True)
         t.start()
+        slow.append(t)
         time.sleep(0.05)
-    assert wait_for(lambda: len(a.requests) >= 1, timeout=2)
+    assert len(a.requests) == 1   # and once it holds one, nothing more goes there
     # up0 now has requests in flight (seen by both workers through the host table): quick ones avoid it
     t0 = time.monotonic()
     assert served_by(p.port, 10) == {b"ok from up1": 10}

@@ -129,7 +129,6 @@ def test_virtual_host_name_is_required():
 
 
 @pytest.mark.parametrize("field, value", [("require_tls", "ALL"),
-                                          ("retry_policy", {"retry_on": "5xx"}),
                                           ("cors", {}), ("rate_limits", [])])
 def test_virtual_host_features_not_supported_yet(field, value):
     doc = config()
@@ -392,7 +391,6 @@ def test_host_rewrites_are_exclusive():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("retry_policy", {"retry_on": "5xx"}),
     ("request_mirror_policies", [{"cluster": "canary"}]),
     ("regex_rewrite", {"pattern": {"regex": "x"}, "substitution": "y"}),
     ("idle_timeout", "5s"),

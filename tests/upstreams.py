@@ -15,7 +15,8 @@ Paths:
   /trailers           a chunked "hello" followed by the trailer field x-checksum: abc123
   /eof/N              N bytes of body, no Content-Length, ends by closing (HTTP/1.0 style framing)
   /slowbody/N         N bytes body written in 1 KiB pieces with small pauses
-Anything else: 200 "ok from <name>" (or `fail_status` "fail from <name>" when a test sets it).
+Anything else: 200 "ok from <name>". A test may set `fail_status` (every path but /health answers
+it: a broken host) or `delay_s` (plain requests answered that late: a slow host).
 """
 from __future__ import annotations
 
@@ -136,7 +137,9 @@ class Upstream:
         parts = path.split("?")[0].strip("/").split("/")
         kind = parts[0]
         arg = parts[1] if len(parts) > 1 else ""
-        if kind == "echo":
+        if self.fail_status and kind != "health":
+            conn.send(self.fail_status, f"fail from {self.name}".encode())
+        elif kind == "echo":
             conn.send(200, json.dumps(req).encode(), [("content-type", "application/json")])
         elif kind == "status":
             conn.send(int(arg), f"status {arg}".encode())
@@ -189,8 +192,6 @@ class Upstream:
             await asyncio.sleep(self.delay_s)
             if not t.is_closing():
                 conn.send(200, f"ok from {self.name}".encode())
-        elif self.fail_status:
-            conn.send(self.fail_status, f"fail from {self.name}".encode())
         else:
             conn.send(200, f"ok from {self.name}".encode())
 

@@ -20,6 +20,7 @@ cdef class ClusterStats:
     cdef SlotStats s
     cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_code_base, rq_time, rq_timeout
     cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_connect_fail, cx_connect_timeout
+    cdef Py_ssize_t rq_retry, rq_retry_success, rq_retry_limit_exceeded, retry_abandoned
 
 
 cdef class Downstream:
@@ -74,6 +75,16 @@ cdef class Downstream:
     cdef HcmStats st
     cdef ClusterStats cst          # the cluster of the request in flight, None before the pick
     cdef bint counted_rq           # downstream_rq_active was raised for the request in flight
+    # the route's retry_policy for the request in flight (None: no retries)
+    cdef object retry
+    cdef int retries_left
+    cdef int attempt
+    cdef list body_copy            # request body as sent upstream, kept to replay it; None: too big
+    cdef Py_ssize_t body_copy_size
+    cdef bint sent_upstream        # some byte of the request reached an upstream
+    cdef set tried                 # host slots already tried (previous_hosts)
+    cdef object hash_key
+    cdef double route_deadline
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -92,6 +103,10 @@ cdef class Downstream:
     cdef _release_host(self)
     cdef _set_flag(self, str flag)
     cdef _reset_log_state(self)
+    cdef _use_host(self, object host, object cluster)
+    cdef int _retry_wanted(self, int kind, int status)
+    cdef _schedule_retry(self)
+    cdef _arm_try_deadline(self)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)

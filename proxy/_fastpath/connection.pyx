@@ -43,6 +43,7 @@ cdef enum:
     C_ROUTE = 2
     C_STREAM_IDLE = 3
     C_REQUEST = 4
+    C_PER_TRY = 5
 
 # route entry kinds (proxy.router)
 cdef enum:
@@ -57,6 +58,15 @@ cdef enum:
     BODY = 2
 
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# what failed, for the retry decision (Envoy's retry_on conditions)
+cdef enum:
+    F_CONNECT = 1       # connect failure or timeout: nothing reached the upstream
+    F_RESET = 2         # the upstream connection ended before response headers
+    F_PER_TRY = 3       # per_try_timeout
+    F_STATUS = 4        # a response status
+# RFC 9110 section 9.2.2: methods a retry may repeat once bytes reached an upstream
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -84,6 +94,8 @@ cdef class ClusterStats:
         self.rq_code_base, self.rq_time, self.rq_timeout = c.upstream_rq_code_base, c.upstream_rq_time, c.upstream_rq_timeout
         self.cx_total, self.cx_active, self.cx_destroy = c.upstream_cx_total, c.upstream_cx_active, c.upstream_cx_destroy
         self.cx_connect_fail, self.cx_connect_timeout = c.upstream_cx_connect_fail, c.upstream_cx_connect_timeout
+        self.rq_retry, self.rq_retry_success = c.upstream_rq_retry, c.upstream_rq_retry_success
+        self.rq_retry_limit_exceeded, self.retry_abandoned = c.upstream_rq_retry_limit_exceeded, c.retry_or_shadow_abandoned
 
 
 cdef class Downstream:
@@ -122,6 +134,10 @@ cdef class Downstream:
         self.st = hcm.stats
         self.cst = None
         self.counted_rq = False
+        self.retry = None
+        self.body_copy = None
+        self.tried = None
+        self.route_deadline = 0.0
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -245,6 +261,8 @@ cdef class Downstream:
         self.version = head.version
         self.status = 0
         self.cst = None
+        self.retry = None
+        self.body_copy = None
         cdef HcmStats st = self.st
         st.s.inc(st.rq_total)
         st.s.gauge_add(st.rq_active, 1)
@@ -280,22 +298,21 @@ cdef class Downstream:
         cluster = target.cluster
         hash_fn = entry.hash_fn
         key = hash_fn(head, self.peer) if hash_fn is not None else None
+        self.hash_key = key
         host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
         if host is None:
             self._local_for_request(503, b"no healthy upstream", "UH")
             return
-        # the host counts this request as active (all workers see it) until the exchange ends
-        self.table = cluster.table
-        self.slot = host.slot
-        if self.logging:
-            self.host = host
-        self.recorded = False
-        self.ewma_decay_ns = cluster.ewma_decay_ns
-        self.table.inc_active(self.slot)
-        cdef ClusterStats cst = cluster.stats
-        self.cst = cst
-        cst.s.inc(cst.rq_total)
-        cst.s.gauge_add(cst.rq_active, 1)
+        self._use_host(host, cluster)
+        self.route_deadline = 0.0
+        self.sent_upstream = False
+        self.retry = entry.retry
+        if self.retry is not None:
+            self.retries_left = self.retry.num_retries
+            self.attempt = 1
+            self.body_copy = []
+            self.body_copy_size = 0
+            self.tried = {host.slot}
 
         # ---- upstream request head: one fast-path call
         cdef bytes path = head.path
@@ -352,8 +369,23 @@ cdef class Downstream:
         if done_with_head:
             self._arm_route_timeout()
 
+    cdef _use_host(self, object host, object cluster):
+        # the host counts this request as active (all workers see it) until the attempt ends
+        self.table = cluster.table
+        self.slot = host.slot
+        if self.logging:
+            self.host = host
+        self.recorded = False
+        self.ewma_decay_ns = cluster.ewma_decay_ns
+        self.table.inc_active(self.slot)
+        cdef ClusterStats cst = cluster.stats
+        self.cst = cst
+        cst.s.inc(cst.rq_total)
+        cst.s.gauge_add(cst.rq_active, 1)
+
     cdef _send_upstream(self, Upstream up):
         self.up = up
+        self.sent_upstream = True
         up.send(self, self.upstream_head, self.is_head)
         if self.pending:
             up.transport.write(b"".join(self.pending))
@@ -386,6 +418,9 @@ cdef class Downstream:
         if self.seq == seq and self.in_req and not self.closed:
             w.count("upstream_cx_connect_fail")
             self._record(503, True)
+            if self._retry_wanted(F_CONNECT, 503) == 1:
+                self._schedule_retry()
+                return
             self._fail(503, RESET_BEFORE_HEADERS + reason, "UF")
 
     # ---- request body ---------------------------------------------------------------------------
@@ -425,6 +460,17 @@ cdef class Downstream:
             self._request_complete()
 
     cdef _to_upstream(self, bytes data):
+        if self.body_copy is not None:
+            # keep the body for a retry, up to the cluster's buffer limit (Envoy's
+            # per_connection_buffer_limit_bytes); a larger body streams on and is not retried
+            self.body_copy_size += len(data)
+            if self.body_copy_size > self.target.cluster.buffer_limit:
+                self.body_copy = None
+                if self.cst is not None:
+                    self.cst.s.inc(self.cst.retry_abandoned)
+                log.debug("request body over the buffer limit: this request will not be retried")
+            else:
+                self.body_copy.append(data)
         up = self.up
         if up is not None and not up.closed:
             up.transport.write(data)
@@ -446,12 +492,16 @@ cdef class Downstream:
         self._arm_route_timeout()
 
     cdef _arm_route_timeout(self):
-        # Envoy's route timeout starts when the downstream request is complete.
+        # Envoy's route timeout starts when the downstream request is complete; it covers
+        # every try of a retried request.
         cdef double t = self.entry.timeout
         if t:
-            self.deadline = self.w.loop_time() + t
+            self.route_deadline = self.w.loop_time() + t
+            self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
             self.w.active.add(self)
+            if self.retry is not None:
+                self._arm_try_deadline()
         elif self.hcm.stream_idle_timeout:
             self._set_deadline(self.hcm.stream_idle_timeout, C_STREAM_IDLE)
         else:
@@ -459,6 +509,18 @@ cdef class Downstream:
 
     # ---- response (called by Upstream) ----------------------------------------------------------
     cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body):
+        cdef int wanted
+        if self.retry is not None:
+            wanted = self._retry_wanted(F_STATUS, rh.status)
+            if wanted == 1:
+                # drop this answer (and its connection) before a byte of it went downstream
+                self._record(rh.status, False)
+                self.up = None
+                up.close()
+                self._schedule_retry()
+                return
+            if self.attempt > 1 and self.cst is not None:
+                self.cst.s.inc(self.cst.rq_retry_success)
         self.resp_started = True
         cdef double elapsed_ms = (self.w.loop_time() - self.req_start) * 1000.0
         cdef long svc = <long>elapsed_ms
@@ -543,6 +605,9 @@ cdef class Downstream:
             return
         self.up = None
         self._record(503, True)
+        if self._retry_wanted(F_RESET, 503) == 1:
+            self._schedule_retry()
+            return
         self._fail(503, RESET_BEFORE_HEADERS + reason, "UC")
 
     cdef on_upstream_error(self, int status, str reason, str flag):
@@ -568,6 +633,95 @@ cdef class Downstream:
             self.slot = -1
             if self.cst is not None:
                 self.cst.s.gauge_add(self.cst.rq_active, -1)
+
+    # ---- retries (the route's retry_policy) ----------------------------------------------------
+    cdef int _retry_wanted(self, int kind, int status):
+        """0: not a retriable failure; 1: retry it; 2: retriable but no retry left (URX)."""
+        r = self.retry
+        if r is None or self.closed or self.resp_started:
+            return 0
+        on = r.retry_on
+        cdef bint match
+        if kind == F_CONNECT:
+            match = ("connect-failure" in on or "5xx" in on or "gateway-error" in on
+                     or "reset-before-request" in on or "reset" in on)
+        elif kind == F_RESET:
+            match = "reset" in on or "5xx" in on or "gateway-error" in on
+        elif kind == F_PER_TRY:
+            match = "5xx" in on or "gateway-error" in on   # Envoy retries per-try timeouts only for these
+        else:
+            match = (("5xx" in on and status >= 500)
+                     or ("gateway-error" in on and (status == 502 or status == 503 or status == 504))
+                     or ("retriable-4xx" in on and status == 409)
+                     or ("retriable-status-codes" in on and status in r.retriable_status_codes))
+        if not match:
+            return 0
+        if kind != F_CONNECT and self.sent_upstream and self.head.method not in IDEMPOTENT:
+            return 0    # RFC 9110 9.2.2: never repeat a non-idempotent request the upstream may have seen
+        if self.body_copy is None:
+            return 0    # the body was larger than the buffer limit: nothing to replay
+        if self.retries_left <= 0:
+            self._set_flag("URX")
+            if self.cst is not None:
+                self.cst.s.inc(self.cst.rq_retry_limit_exceeded)
+            return 2
+        return 1
+
+    cdef _schedule_retry(self):
+        """Retry after Envoy's fully jittered exponential back-off: retry k waits
+        U[0, min(base_interval * 2^(k-1), max_interval)) (backoff_strategy.cc, current code)."""
+        r = self.retry
+        self.retries_left -= 1
+        self.attempt += 1
+        if self.cst is not None:
+            self.cst.s.inc(self.cst.rq_retry)
+        self._release_host()
+        if self.route_deadline and self.deadline_kind == C_PER_TRY:
+            self.deadline = self.route_deadline
+            self.deadline_kind = C_ROUTE
+        window = min(r.base_interval * (2 ** (self.attempt - 2)), r.max_interval)
+        self.w.loop.call_later(_random() * window, self._do_retry, self.seq)
+
+    def _do_retry(self, long long seq):
+        if self.seq != seq or self.closed or not self.in_req:
+            return
+        r = self.retry
+        cluster = self.target.cluster
+        key = self.hash_key
+        host = None
+        for _ in range(r.host_selection_retry_max_attempts + 1):
+            host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
+            if host is None or not r.previous_hosts or host.slot not in self.tried:
+                break
+        if host is None:
+            self._fail(503, "no healthy upstream", "UH")
+            return
+        self.tried.add(host.slot)
+        self._use_host(host, cluster)
+        if self.body_copy:
+            self.pending = list(self.body_copy)
+            self.pending_size = self.body_copy_size
+        cdef list idle = host.idle
+        cdef Upstream up
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self._send_upstream(up)
+                break
+        else:
+            self.w.loop.create_task(self._connect(host, self.seq))
+        self._arm_try_deadline()
+
+    cdef _arm_try_deadline(self):
+        """per_try_timeout: the next deadline is this try's end if it comes before the route's."""
+        r = self.retry
+        if r is None or not r.per_try_timeout or not self.req_done:
+            return
+        cdef double end = self.w.loop_time() + r.per_try_timeout
+        if self.route_deadline == 0.0 or end < self.route_deadline:
+            self.deadline = end
+            self.deadline_kind = C_PER_TRY
+            self.w.active.add(self)
 
     cdef _reset_log_state(self):
         self.flags = ""
@@ -735,6 +889,18 @@ cdef class Downstream:
             if not self.resp_started:
                 self._record(504, True)
             self._fail(504, "upstream request timeout", "UT")
+        elif kind == C_PER_TRY:
+            self._record(504, True)
+            up = self.up
+            if up is not None:
+                self.up = None
+                up.close()
+            if self._retry_wanted(F_PER_TRY, 504) == 1:
+                self._schedule_retry()
+                return
+            if self.cst is not None:
+                self.cst.s.inc(self.cst.rq_timeout)
+            self._fail(504, "upstream request timeout", "UT")
         elif kind == C_REQUEST:
             self.w.count("downstream_rq_timeout")
             self.st.s.inc(self.st.rq_timeout)
@@ -769,6 +935,10 @@ cdef class Downstream:
             self.transport.close()
             return True
         return False
+
+
+import random as _random_module
+_random = _random_module.random
 
 
 cdef _count_connect_fail(ClusterStats cst, bint timeout):

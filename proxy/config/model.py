@@ -67,6 +67,19 @@ class HashPolicy:
 
 
 @dataclass(slots=True)
+class RetryPolicy:
+    """route.v3.RetryPolicy (the parts cyvoy runs)."""
+    retry_on: frozenset[str] = frozenset()
+    num_retries: int = 1
+    per_try_timeout: float = 0.0             # 0: the route timeout bounds every try
+    base_interval: float = 0.025             # retry_back_off, Envoy's defaults
+    max_interval: float = 0.25               # default 10 x base_interval
+    retriable_status_codes: frozenset[int] = frozenset()
+    previous_hosts: bool = False             # retry_host_predicate envoy.retry_host_predicates.previous_hosts
+    host_selection_retry_max_attempts: int = 1
+
+
+@dataclass(slots=True)
 class RouteAction:
     cluster: Optional[str] = None                         # exactly one of cluster / weighted_clusters
     weighted_clusters: list[WeightedCluster] = field(default_factory=list)
@@ -76,6 +89,7 @@ class RouteAction:
     host_rewrite_literal: Optional[str] = None
     auto_host_rewrite: bool = False
     hash_policy: list[HashPolicy] = field(default_factory=list)
+    retry_policy: Optional[RetryPolicy] = None
 
 
 @dataclass(slots=True)

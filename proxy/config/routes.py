@@ -10,7 +10,8 @@ from typing import Optional
 from proxy.config import datasource
 from proxy.config.errors import ConfigError, index, join
 from proxy.config.model import (
-    DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, Route, RouteAction,
+    DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, RetryPolicy, Route,
+    RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 )
 from proxy.config.regex import RegexError, compile_re2
@@ -201,7 +202,9 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
     action = RouteAction(timeout=a["timeout"], prefix_rewrite=a["prefix_rewrite"],
                          host_rewrite_literal=a["host_rewrite_literal"],
                          auto_host_rewrite=bool(a["auto_host_rewrite"]),
-                         hash_policy=[_hash_policy(h) for h in a["hash_policy"]])
+                         hash_policy=[_hash_policy(h) for h in a["hash_policy"]],
+                         retry_policy=_retry_policy(a["retry_policy"], join(path, "retry_policy"))
+                         if a["retry_policy"] is not None else None)
     if a["cluster"] is not None:
         action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
         return action
@@ -223,6 +226,45 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                           f"{wc['total_weight']} (total_weight is deprecated; it may be left out)")
     action.total_weight = total
     return action
+
+
+# retry_on tokens (Envoy's router_filter.rst, retry_state_impl.cc parseRetryOn)
+RETRY_ON_SUPPORTED = frozenset({"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+                                "retriable-4xx", "retriable-status-codes"})
+RETRY_ON_NOT_YET = frozenset({"envoy-ratelimited", "refused-stream", "retriable-headers",
+                              "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
+                              "resource-exhausted", "unavailable"})
+
+
+def _retry_policy(r: dict, path: str) -> RetryPolicy:
+    tokens = [t.strip() for t in r["retry_on"].split(",") if t.strip()]
+    for t in tokens:
+        if t in RETRY_ON_NOT_YET:
+            raise ConfigError(join(path, "retry_on"), f"retry_on {t!r} is not supported yet")
+        if t not in RETRY_ON_SUPPORTED:
+            close = difflib.get_close_matches(t, sorted(RETRY_ON_SUPPORTED), n=1)
+            raise ConfigError(join(path, "retry_on"), f"unknown retry_on token {t!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    previous = False
+    for i, pred in enumerate(r["retry_host_predicate"]):
+        if pred["name"] != "envoy.retry_host_predicates.previous_hosts":
+            raise ConfigError(join(index(join(path, "retry_host_predicate"), i), "name"),
+                              "only envoy.retry_host_predicates.previous_hosts is supported")
+        previous = True
+    base, top = 0.025, None
+    if r["retry_back_off"] is not None:
+        base = r["retry_back_off"]["base_interval"]
+        top = r["retry_back_off"]["max_interval"]
+        if top is not None and top < base:
+            raise ConfigError(join(join(path, "retry_back_off"), "max_interval"),
+                              "must be at least base_interval")
+    return RetryPolicy(retry_on=frozenset(tokens), num_retries=r["num_retries"],
+                       per_try_timeout=r["per_try_timeout"] or 0.0,
+                       base_interval=max(base, 0.001),    # Envoy: under 1 ms counts as 1 ms
+                       max_interval=top if top is not None else 10 * base,
+                       retriable_status_codes=frozenset(r["retriable_status_codes"]),
+                       previous_hosts=previous,
+                       host_selection_retry_max_attempts=max(0, r["host_selection_retry_max_attempts"]))
 
 
 def _hash_policy(h: dict) -> HashPolicy:

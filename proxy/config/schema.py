@@ -601,7 +601,7 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "timeout": f(DURATION, 15.0),
     "idle_timeout": no("per-route idle timeouts are not supported yet"),
     "early_data_policy": no("TLS early data is not supported"),
-    "retry_policy": no(RETRIES),
+    "retry_policy": f(Msg("RetryPolicy")),
     "retry_policy_typed_config": no(RETRIES),
     "request_mirror_policies": no(MIRROR),
     "priority": no("routing priorities are not supported yet",
@@ -622,6 +622,33 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "hedge_policy": no("request hedging is not supported"),
     "max_stream_duration": no("stream durations are not supported yet"),
 }, required_oneofs=("cluster_specifier",))
+
+# route/v3/route_components.proto: RetryPolicy (route level; the virtual host level is refused)
+message("RetryPolicy", "envoy.config.route.v3.RetryPolicy", {
+    "retry_on": f(STRING, ""),
+    "num_retries": f(UINT32, 1),
+    "per_try_timeout": f(DURATION),
+    "per_try_idle_timeout": no("per-try idle timeouts are not supported yet"),
+    "retry_priority": no("retry priorities are not supported"),
+    "retry_host_predicate": f(List(Msg("RetryHostPredicate")), []),
+    "retry_options_predicates": no("retry options predicates are not supported"),
+    "host_selection_retry_max_attempts": f(INT64, 1),
+    "retriable_status_codes": f(List(UINT32), []),
+    "retry_back_off": f(Msg("RetryBackOff")),
+    "rate_limited_retry_back_off": no("rate-limited retry back-off is not supported yet"),
+    "retriable_headers": no("retriable response headers are not supported yet"),
+    "retriable_request_headers": no("retriable request headers are not supported yet"),
+})
+
+message("RetryBackOff", "envoy.config.route.v3.RetryPolicy.RetryBackOff", {
+    "base_interval": f(POSITIVE_DURATION, required=True),
+    "max_interval": f(POSITIVE_DURATION),
+})
+
+message("RetryHostPredicate", "envoy.config.route.v3.RetryPolicy.RetryHostPredicate", {
+    "name": f(NONEMPTY, required=True),
+    "typed_config": f(STRUCT),
+})
 
 # route/v3/route_components.proto: RouteAction.HashPolicy (keys for RING_HASH / MAGLEV)
 message("HashPolicy", "envoy.config.route.v3.RouteAction.HashPolicy", {
