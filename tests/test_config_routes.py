@@ -129,6 +129,7 @@ def test_virtual_host_name_is_required():
 
 
 @pytest.mark.parametrize("field, value", [("require_tls", "ALL"),
+                                          ("retry_policy", {"retry_on": "5xx"}),
                                           ("cors", {}), ("rate_limits", [])])
 def test_virtual_host_features_not_supported_yet(field, value):
     doc = config()
