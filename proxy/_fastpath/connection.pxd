@@ -88,6 +88,7 @@ cdef class Downstream:
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
+    cdef _dispatch(self, object host)
     cdef _send_upstream(self, Upstream up)
     cdef _request_body(self, bytes data)
     cdef _to_upstream(self, bytes data)

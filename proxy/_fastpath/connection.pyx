@@ -356,16 +356,7 @@ cdef class Downstream:
                 self._request_body(data)
                 if self.seq != seq or not self.in_req:
                     return
-        # an idle pooled connection if there is one, else a new one
-        cdef list idle = host.idle
-        cdef Upstream up
-        while idle:
-            up = idle.pop()
-            if not up.closed:
-                self._send_upstream(up)
-                break
-        else:
-            self.w.loop.create_task(self._connect(host, self.seq))
+        self._dispatch(host)
         if done_with_head:
             self._arm_route_timeout()
 
@@ -382,6 +373,17 @@ cdef class Downstream:
         self.cst = cst
         cst.s.inc(cst.rq_total)
         cst.s.gauge_add(cst.rq_active, 1)
+
+    cdef _dispatch(self, object host):
+        """Send the request on an idle pooled connection to `host` if there is one, else open one."""
+        cdef list idle = host.idle
+        cdef Upstream up
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self._send_upstream(up)
+                return
+        self.w.loop.create_task(self._connect(host, self.seq))
 
     cdef _send_upstream(self, Upstream up):
         self.up = up
@@ -701,15 +703,7 @@ cdef class Downstream:
         if self.body_copy:
             self.pending = list(self.body_copy)
             self.pending_size = self.body_copy_size
-        cdef list idle = host.idle
-        cdef Upstream up
-        while idle:
-            up = idle.pop()
-            if not up.closed:
-                self._send_upstream(up)
-                break
-        else:
-            self.w.loop.create_task(self._connect(host, self.seq))
+        self._dispatch(host)
         self._arm_try_deadline()
 
     cdef _arm_try_deadline(self):
