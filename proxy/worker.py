@@ -73,6 +73,7 @@ class Worker:
         for name, cfg in self.bootstrap.clusters.items():
             c = Cluster(cfg, self.table, self.layout.clusters[name])
             c.stats = ClusterStats(self.slot_stats, self.registry.cluster_indexes(name))
+            c.stats.set_breakers(self.table, self.layout.clusters[name].index, _default_thresholds(cfg))
             self.clusters[name] = c
 
     async def serve(self, socks: dict, ready_fd: int) -> int:
@@ -181,6 +182,14 @@ class Worker:
                 c.transport.abort()
         if not self._done.done():
             self._done.set_result(0)
+
+
+def _default_thresholds(cfg):
+    """The DEFAULT-priority circuit breaker thresholds of a cluster (None: Envoy's defaults)."""
+    for t in (cfg.circuit_breakers or {}).get("thresholds") or []:
+        if t.get("priority", "DEFAULT") == "DEFAULT":
+            return t
+    return None
 
 
 def _ssl_context(tls) -> ssl.SSLContext:

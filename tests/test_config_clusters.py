@@ -435,21 +435,24 @@ def test_load_balancing_policy_is_kept():
 
 # --- the support gate --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fields, path, what", [
-    ({"circuit_breakers": {"thresholds": [{"max_connections": 10}]}}, "circuit_breakers",
-     "circuit breakers"),
+def test_support_gate_has_no_whole_feature_left_to_refuse():
+    assert NOT_IMPLEMENTED_YET == ()
+
+
+@pytest.mark.parametrize("threshold, field", [
+    ({"max_connections": 10}, "max_connections"),
+    ({"max_pending_requests": 10}, "max_pending_requests"),
+    ({"track_remaining": True}, "track_remaining"),
+    ({"priority": "HIGH"}, "priority"),
 ])
-def test_support_gate_refuses_valid_features_not_implemented_yet(fields, path, what):
-    doc = config(**fields)
-    build_bootstrap(doc)                # the schema accepts it
-    e = refusal(doc)
-    assert e.path == f"{CLUSTER}.{path}"
-    assert e.reason.startswith("valid, but not implemented yet in this version of cyvoy (")
-    assert what in e.reason
+def test_circuit_breaker_fields_not_run_yet_are_refused_with_their_path(threshold, field):
+    e = refusal(config(circuit_breakers={"thresholds": [threshold]}))
+    assert e.path == f"{CLUSTER}.circuit_breakers.thresholds[0].{field}"
 
 
-def test_support_gate_is_one_row_per_feature():
-    assert [attribute for attribute, _ in NOT_IMPLEMENTED_YET] == ["circuit_breakers"]
+def test_request_and_retry_breakers_pass_the_support_gate():
+    load_dict(config(circuit_breakers={"thresholds": [
+        {"max_requests": 10, "max_retries": 2, "retry_budget": {"budget_percent": {"value": 25}}}]}))
 
 
 @pytest.mark.parametrize("fields", [
@@ -461,6 +464,7 @@ def test_support_gate_is_one_row_per_feature():
     {"lb_policy": "RANDOM"},
     {"lb_policy": "RING_HASH"},
     {"lb_policy": "MAGLEV"},
+    {"circuit_breakers": {"thresholds": [{"max_requests": 10}]}},
 ])
 def test_cluster_management_features_pass_the_support_gate(fields):
     load_dict(config(**fields))

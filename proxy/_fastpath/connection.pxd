@@ -2,7 +2,7 @@
 # connection manager + router) and an upstream connection from a host's pool. Documented in
 # connection.pyx; the Python face is proxy/connection_manager.py.
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
-from proxy._fastpath.hosttable cimport HostTable
+from proxy._fastpath.hosttable cimport HostTable, cyv_ht_cluster
 from proxy._fastpath.stats cimport SlotStats
 
 
@@ -21,6 +21,11 @@ cdef class ClusterStats:
     cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_code_base, rq_time, rq_timeout
     cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_connect_fail, cx_connect_timeout
     cdef Py_ssize_t rq_retry, rq_retry_success, rq_retry_limit_exceeded, retry_abandoned
+    cdef Py_ssize_t rq_pending_overflow, rq_retry_overflow
+    # circuit breakers (thresholds of priority DEFAULT) over the cluster's shared counters
+    cdef cyv_ht_cluster *rec
+    cdef long long max_requests, max_retries, min_retry_concurrency
+    cdef double budget_percent         # < 0: no retry_budget, max_retries applies
 
 
 cdef class Downstream:
@@ -85,6 +90,8 @@ cdef class Downstream:
     cdef set tried                 # host slots already tried (previous_hosts)
     cdef object hash_key
     cdef double route_deadline
+    cdef bint cb_request               # holds one unit of the cluster's max_requests
+    cdef bint cb_retry                 # holds one unit of the cluster's max_retries
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -104,9 +111,9 @@ cdef class Downstream:
     cdef _release_host(self)
     cdef _set_flag(self, str flag)
     cdef _reset_log_state(self)
-    cdef _use_host(self, object host, object cluster)
+    cdef bint _use_host(self, object host, object cluster)
     cdef int _retry_wanted(self, int kind, int status)
-    cdef _schedule_retry(self)
+    cdef bint _schedule_retry(self)
     cdef _arm_try_deadline(self)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)

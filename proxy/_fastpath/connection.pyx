@@ -21,7 +21,7 @@ from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk,
                                    parse_request, parse_response)
 
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
-from proxy._fastpath.hosttable cimport HostTable, cyv_monotonic_ns
+from proxy._fastpath.hosttable cimport HostTable, cyv_monotonic_ns, ht_cb_acquire, ht_cb_release, cyv_ldi64
 from proxy._fastpath.stats cimport SlotStats, record_time
 
 log = logging.getLogger("cyvoy.http")
@@ -96,6 +96,23 @@ cdef class ClusterStats:
         self.cx_connect_fail, self.cx_connect_timeout = c.upstream_cx_connect_fail, c.upstream_cx_connect_timeout
         self.rq_retry, self.rq_retry_success = c.upstream_rq_retry, c.upstream_rq_retry_success
         self.rq_retry_limit_exceeded, self.retry_abandoned = c.upstream_rq_retry_limit_exceeded, c.retry_or_shadow_abandoned
+        self.rq_pending_overflow, self.rq_retry_overflow = c.upstream_rq_pending_overflow, c.upstream_rq_retry_overflow
+        self.rec = NULL
+        self.max_requests, self.max_retries = 1024, 3      # Envoy's defaults
+        self.min_retry_concurrency, self.budget_percent = 3, -1.0
+
+    def set_breakers(self, HostTable table, long cluster_index, thresholds):
+        """Envoy's circuit breakers for this cluster: the DEFAULT-priority thresholds (Envoy's
+        defaults when the cluster has none), counted in the shared host table so the limits hold
+        for the whole proxy, not per worker."""
+        self.rec = table._cluster(cluster_index)
+        if thresholds is not None:
+            self.max_requests = thresholds["max_requests"]
+            self.max_retries = thresholds["max_retries"]
+            budget = thresholds.get("retry_budget")
+            if budget is not None:
+                self.budget_percent = budget["budget_percent"]
+                self.min_retry_concurrency = budget["min_retry_concurrency"]
 
 
 cdef class Downstream:
@@ -138,6 +155,8 @@ cdef class Downstream:
         self.body_copy = None
         self.tried = None
         self.route_deadline = 0.0
+        self.cb_request = False
+        self.cb_retry = False
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -303,7 +322,9 @@ cdef class Downstream:
         if host is None:
             self._local_for_request(503, b"no healthy upstream", "UH")
             return
-        self._use_host(host, cluster)
+        if not self._use_host(host, cluster):
+            self._overflow()
+            return
         self.route_deadline = 0.0
         self.sent_upstream = False
         self.retry = entry.retry
@@ -360,7 +381,14 @@ cdef class Downstream:
         if done_with_head:
             self._arm_route_timeout()
 
-    cdef _use_host(self, object host, object cluster):
+    cdef bint _use_host(self, object host, object cluster):
+        """Take the host for this attempt; False when the cluster's max_requests is reached."""
+        cdef ClusterStats cst = cluster.stats
+        if cst.rec != NULL:
+            if not ht_cb_acquire(&cst.rec.cb_requests, cst.max_requests):
+                cst.s.inc(cst.rq_pending_overflow)
+                return False
+            self.cb_request = True
         # the host counts this request as active (all workers see it) until the attempt ends
         self.table = cluster.table
         self.slot = host.slot
@@ -369,10 +397,10 @@ cdef class Downstream:
         self.recorded = False
         self.ewma_decay_ns = cluster.ewma_decay_ns
         self.table.inc_active(self.slot)
-        cdef ClusterStats cst = cluster.stats
         self.cst = cst
         cst.s.inc(cst.rq_total)
         cst.s.gauge_add(cst.rq_active, 1)
+        return True
 
     cdef _dispatch(self, object host):
         """Send the request on an idle pooled connection to `host` if there is one, else open one."""
@@ -420,8 +448,7 @@ cdef class Downstream:
         if self.seq == seq and self.in_req and not self.closed:
             w.count("upstream_cx_connect_fail")
             self._record(503, True)
-            if self._retry_wanted(F_CONNECT, 503) == 1:
-                self._schedule_retry()
+            if self._retry_wanted(F_CONNECT, 503) == 1 and self._schedule_retry():
                 return
             self._fail(503, RESET_BEFORE_HEADERS + reason, "UF")
 
@@ -514,12 +541,14 @@ cdef class Downstream:
         cdef int wanted
         if self.retry is not None:
             wanted = self._retry_wanted(F_STATUS, rh.status)
-            if wanted == 1:
+            if wanted == 1 and self._retry_possible():
                 # drop this answer (and its connection) before a byte of it went downstream
                 self._record(rh.status, False)
                 self.up = None
                 up.close()
-                self._schedule_retry()
+                if self._schedule_retry():
+                    return
+                self._fail(rh.status, "upstream answered " + str(rh.status), "UO")
                 return
             if self.attempt > 1 and self.cst is not None:
                 self.cst.s.inc(self.cst.rq_retry_success)
@@ -607,8 +636,7 @@ cdef class Downstream:
             return
         self.up = None
         self._record(503, True)
-        if self._retry_wanted(F_RESET, 503) == 1:
-            self._schedule_retry()
+        if self._retry_wanted(F_RESET, 503) == 1 and self._schedule_retry():
             return
         self._fail(503, RESET_BEFORE_HEADERS + reason, "UC")
 
@@ -630,6 +658,12 @@ cdef class Downstream:
         self.table.record(self.slot, status, local_failure, latency, now, self.ewma_decay_ns)
 
     cdef _release_host(self):
+        if self.cb_request:
+            self.cb_request = False
+            ht_cb_release(&self.cst.rec.cb_requests)
+        if self.cb_retry:
+            self.cb_retry = False
+            ht_cb_release(&self.cst.rec.cb_retries)
         if self.slot >= 0:
             self.table.dec_active(self.slot)
             self.slot = -1
@@ -669,20 +703,57 @@ cdef class Downstream:
             return 2
         return 1
 
-    cdef _schedule_retry(self):
+    cdef bint _schedule_retry(self):
         """Retry after Envoy's fully jittered exponential back-off: retry k waits
-        U[0, min(base_interval * 2^(k-1), max_interval)) (backoff_strategy.cc, current code)."""
+        U[0, min(base_interval * 2^(k-1), max_interval)) (backoff_strategy.cc, current code).
+        False when the cluster's retry circuit breaker (max_retries or retry_budget) is full."""
         r = self.retry
+        cdef ClusterStats cst = self.cst
+        cdef long long limit
+        if cst is not None and cst.rec != NULL:
+            limit = cst.max_retries
+            if cst.budget_percent >= 0:
+                # retry_budget: a share of the requests in flight, at least min_retry_concurrency
+                limit = max(cst.min_retry_concurrency,
+                            <long long>(cst.budget_percent / 100.0 * cyv_ldi64(&cst.rec.cb_requests)))
+            if not ht_cb_acquire(&cst.rec.cb_retries, limit):
+                cst.s.inc(cst.rq_retry_overflow)
+                return False
+        self._release_host()
+        if cst is not None and cst.rec != NULL:
+            self.cb_retry = True      # released when the retried attempt ends
         self.retries_left -= 1
         self.attempt += 1
         if self.cst is not None:
             self.cst.s.inc(self.cst.rq_retry)
-        self._release_host()
         if self.route_deadline and self.deadline_kind == C_PER_TRY:
             self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
         window = min(r.base_interval * (2 ** (self.attempt - 2)), r.max_interval)
         self.w.loop.call_later(_random() * window, self._do_retry, self.seq)
+        return True
+
+    def _retry_possible(self):
+        """Whether the retry circuit breaker has room (checked before a response is dropped)."""
+        cdef ClusterStats cst = self.cst
+        cdef long long limit
+        if cst is None or cst.rec == NULL:
+            return True
+        limit = cst.max_retries
+        if cst.budget_percent >= 0:
+            limit = max(cst.min_retry_concurrency,
+                        <long long>(cst.budget_percent / 100.0 * cyv_ldi64(&cst.rec.cb_requests)))
+        if cyv_ldi64(&cst.rec.cb_retries) >= limit:
+            cst.s.inc(cst.rq_retry_overflow)
+            return False
+        return True
+
+    def _overflow(self):
+        """A circuit breaker is full: Envoy's 503 with x-envoy-overloaded, flag UO."""
+        self._set_flag("UO")
+        self.w.count("upstream_rq_pending_overflow")
+        self._local(503, b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                    not self.keep_alive or not self.req_done, b"x-envoy-overloaded: true\r\n")
 
     def _do_retry(self, long long seq):
         if self.seq != seq or self.closed or not self.in_req:
@@ -699,7 +770,9 @@ cdef class Downstream:
             self._fail(503, "no healthy upstream", "UH")
             return
         self.tried.add(host.slot)
-        self._use_host(host, cluster)
+        if not self._use_host(host, cluster):
+            self._overflow()
+            return
         if self.body_copy:
             self.pending = list(self.body_copy)
             self.pending_size = self.body_copy_size
@@ -889,8 +962,7 @@ cdef class Downstream:
             if up is not None:
                 self.up = None
                 up.close()
-            if self._retry_wanted(F_PER_TRY, 504) == 1:
-                self._schedule_retry()
+            if self._retry_wanted(F_PER_TRY, 504) == 1 and self._schedule_retry():
                 return
             if self.cst is not None:
                 self.cst.s.inc(self.cst.rq_timeout)

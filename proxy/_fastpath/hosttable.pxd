@@ -7,7 +7,8 @@
 #   header  (64 B): 0 magic u64 | 8 version u32 | 12 n_hosts u32 | 16 n_clusters u32 | 20 pad u32
 #                   24 health_generation u64 | 32 checker_heartbeat_ns u64 | 40..63 pad
 #   cluster (64 B): 0 rr_cursor u64 | 8 first_host u32 | 12 n_slots u32
-#                   16 membership_generation u64 | 24 lb_healthy_panic u64 | 32..63 pad
+#                   16 membership_generation u64 | 24 lb_healthy_panic u64
+#                   32 cb_requests i64 | 40 cb_connections i64 | 48 cb_pending i64 | 56 cb_retries i64
 #   host   (128 B): line 0 (master / health process write, workers read)
 #                   0 flags u32 | 4 weight u32 | 8 priority u32 | 12 cluster_index u32
 #                   16 port u16 | 18 family u8 | 19 pad u8 | 20 ip[16] | 36 pad u32
@@ -45,7 +46,11 @@ cdef extern from *:
         uint32_t n_slots;
         uint64_t membership_generation;
         uint64_t lb_healthy_panic;
-        uint8_t  pad[32];
+        /* circuit breakers: what the whole proxy has open to this cluster (all workers) */
+        int64_t  cb_requests;
+        int64_t  cb_connections;
+        int64_t  cb_pending;
+        int64_t  cb_retries;
     } cyv_ht_cluster;
 
     typedef struct {
@@ -123,6 +128,10 @@ cdef extern from *:
         uint32_t n_slots
         uint64_t membership_generation
         uint64_t lb_healthy_panic
+        int64_t cb_requests
+        int64_t cb_connections
+        int64_t cb_pending
+        int64_t cb_retries
 
     ctypedef struct cyv_ht_host:
         uint32_t flags
@@ -231,3 +240,15 @@ cdef inline uint64_t ht_cluster_rr_next(cyv_ht_cluster *c) noexcept nogil:
 
 cdef inline void ht_cluster_count_panic(cyv_ht_cluster *c) noexcept nogil:
     cyv_add64(&c.lb_healthy_panic, 1)
+
+
+# Circuit breakers (Envoy's CircuitBreakers.Thresholds, counted across every worker): take one
+# unit of a resource if fewer than `limit` are in use; give it back with ht_cb_release.
+cdef inline bint ht_cb_acquire(int64_t *counter, int64_t limit) noexcept nogil:
+    if cyv_addi64(counter, 1) >= limit:
+        cyv_addi64(counter, -1)
+        return False
+    return True
+
+cdef inline void ht_cb_release(int64_t *counter) noexcept nogil:
+    cyv_addi64(counter, -1)

@@ -276,6 +276,12 @@ cdef class HostTable:
         cyv_add64_ar(&self._cluster(c).membership_generation, 1)
         self._bump_generation()
 
+    def circuit_breaker_counts(self, long c):
+        """(requests, connections, pending, retries) open to cluster c across all workers."""
+        cdef cyv_ht_cluster *k = self._cluster(c)
+        return (cyv_ldi64(&k.cb_requests), cyv_ldi64(&k.cb_connections), cyv_ldi64(&k.cb_pending),
+                cyv_ldi64(&k.cb_retries))
+
     def lb_healthy_panic(self, long c):
         """Picks made while the chosen priority was in panic (counter, all workers)."""
         return cyv_ld64(&self._cluster(c).lb_healthy_panic)

@@ -8,9 +8,15 @@ from proxy.config.errors import ConfigError, index, join
 from proxy.config.model import Bootstrap, Cluster
 
 # (Cluster attribute, what it needs)
-NOT_IMPLEMENTED_YET: tuple[tuple[str, str], ...] = (
-    ("circuit_breakers", "circuit breakers"),
-)
+NOT_IMPLEMENTED_YET: tuple[tuple[str, str], ...] = ()
+
+# circuit breaker threshold fields cyvoy does not run yet, with their harmless value
+THRESHOLDS_NOT_YET: dict[str, object] = {
+    "max_connections": 1024,        # connection and pending-request breakers need a pending queue
+    "max_pending_requests": 1024,
+    "track_remaining": False,
+    "max_connection_pools": None,
+}
 
 # common_lb_config fields cyvoy does not run yet, with the value that means "not used"
 COMMON_LB_NOT_YET: dict[str, object] = {
@@ -40,6 +46,7 @@ def refuse_unimplemented(bootstrap: Bootstrap, path: str = "static_resources.clu
                 raise ConfigError(join(join(cpath, "common_lb_config"), name),
                                   "valid, but not implemented yet in this version of cyvoy")
         _check_lb(cluster, cpath)
+        _check_breakers(cluster, join(cpath, "circuit_breakers"))
         od = cluster.outlier_detection
         if od and od["max_ejection_time"] < od["base_ejection_time"]:
             # Envoy refuses such a cluster (outlier_detection_impl.cc)
@@ -55,3 +62,18 @@ def _check_lb(cluster: Cluster, cpath: str) -> None:
     except ValueError as e:
         field = "load_balancing_policy" if (cluster.lb_config or {}).get("load_balancing_policy") else "lb_policy"
         raise ConfigError(join(cpath, field), str(e)) from None
+
+
+def _check_breakers(cluster: Cluster, path: str) -> None:
+    cb = cluster.circuit_breakers or {}
+    if cb.get("per_host_thresholds"):
+        raise ConfigError(join(path, "per_host_thresholds"), "valid, but not implemented yet in this version of cyvoy")
+    for i, t in enumerate(cb.get("thresholds") or []):
+        tpath = index(join(path, "thresholds"), i)
+        if t.get("priority") == "HIGH":
+            raise ConfigError(join(tpath, "priority"), "cyvoy has no route priorities, so HIGH thresholds "
+                              "would never apply")
+        for name, unused in THRESHOLDS_NOT_YET.items():
+            if t.get(name, unused) != unused:
+                raise ConfigError(join(tpath, name), "valid, but not implemented yet in this version of cyvoy "
+                                  "(cyvoy enforces max_requests, max_retries and retry_budget)")
