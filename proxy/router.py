@@ -113,8 +113,27 @@ class RouteEntry:
         return self.targets[-1]
 
 
-def _compile_match(m: model.RouteMatch):
+def _fraction(m: model.RouteMatch, runtime: dict) -> tuple[int, int]:
+    """runtime_fraction's share: the static runtime's value for runtime_key (an integer percent,
+    checked by the loader) if there is one, else default_value (Envoy's order)."""
+    value = runtime.get(m.fraction_runtime_key) if m.fraction_runtime_key else None
+    if value is not None:
+        return (int(value), 100)
+    return m.fraction
+
+
+def _compile_match(m: model.RouteMatch, runtime: dict | None = None):
     """Return a function (path_bytes, head) -> bool for one route's match."""
+    inner = _compile_path_match(m)
+    if m.fraction is None:
+        return inner
+    num, den = _fraction(m, runtime or {})
+    randrange = random.randrange
+    # a fresh draw per request: the route takes num/den of the requests it would match
+    return lambda path, head: inner(path, head) and randrange(den) < num
+
+
+def _compile_path_match(m: model.RouteMatch):
     headers = [(h.name.encode(), h) for h in m.headers]
 
     def headers_ok(head) -> bool:
@@ -246,14 +265,15 @@ class VirtualHostTable:
 
 
 class RouteTable:
-    def __init__(self, rc: model.RouteConfiguration, clusters: dict):
+    def __init__(self, rc: model.RouteConfiguration, clusters: dict, runtime: dict | None = None):
+        self.runtime = runtime or {}
         self.exact: dict[bytes, VirtualHostTable] = {}
         self.suffix: list[tuple[bytes, VirtualHostTable]] = []   # "*.example.com" -> b".example.com"
         self.prefix: list[tuple[bytes, VirtualHostTable]] = []   # "example.*" -> b"example."
         self.default: VirtualHostTable | None = None
         self._cache: dict[bytes, VirtualHostTable | None] = {}
         for vh in rc.virtual_hosts:
-            table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters) for r in vh.routes])
+            table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters, self.runtime) for r in vh.routes])
             for d in vh.domains:
                 d = d.lower()
                 if d == "*":
@@ -269,7 +289,7 @@ class RouteTable:
         self.prefix.sort(key=lambda x: -len(x[0]))
 
     @staticmethod
-    def _entry(r: model.Route, vh, rc, clusters) -> tuple:
+    def _entry(r: model.Route, vh, rc, clusters, runtime) -> tuple:
         e = RouteEntry()
         e.name = r.name
         e.match = r.match
@@ -313,8 +333,9 @@ class RouteTable:
                 e.total_weight = a.total_weight or acc
                 e.single = len(e.targets) == 1
         m = r.match
-        plain = m.value.encode() if (m.kind == "prefix" and m.case_sensitive and not m.headers) else None
-        return (plain, _compile_match(m), e)
+        plain = (m.value.encode() if (m.kind == "prefix" and m.case_sensitive and not m.headers
+                                      and m.fraction is None) else None)
+        return (plain, _compile_match(m, runtime), e)
 
     def virtual_host(self, host: bytes) -> VirtualHostTable | None:
         vh = self._cache.get(host, False)

@@ -265,7 +265,6 @@ def test_case_sensitive_false_is_read():
 @pytest.mark.parametrize("field, value", [
     ("query_parameters", [{"name": "debug", "present_match": True}]),
     ("grpc", {}),
-    ("runtime_fraction", {"default_value": {"numerator": 50}}),
     ("path_separated_prefix", "/api"),
     ("path_match_policy", {"name": "x"}),
 ])
@@ -671,3 +670,11 @@ def test_hash_policy_cookie_with_ttl_is_refused():
             "cluster": "backend", "hash_policy": [{"cookie": {"name": "sid", "ttl": "10s"}}]}}))
     assert e.value.path == ROUTE + ".route.hash_policy[0].cookie.ttl"
     assert "existing cookie only" in e.value.reason
+
+
+def test_runtime_fraction_is_read_with_envoys_denominators():
+    route = {"match": {"prefix": "/", "runtime_fraction": {
+        "default_value": {"numerator": 25, "denominator": "TEN_THOUSAND"}, "runtime_key": "routing.canary"}},
+        "route": {"cluster": "backend"}}
+    m = built_route_config(config(route)).virtual_hosts[0].routes[0].match
+    assert (m.fraction, m.fraction_runtime_key) == ((25, 10_000), "routing.canary")

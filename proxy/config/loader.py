@@ -53,8 +53,11 @@ def build_bootstrap(document: Any) -> Bootstrap:
     cluster_names = {c["name"] for c in static["clusters"]}
     listeners = build_listeners(static["listeners"], "static_resources.listeners", cluster_names)
     clusters = build_clusters(static["clusters"], "static_resources.clusters")
+    fraction_keys = {r.match.fraction_runtime_key for lst in listeners
+                     for vh in lst.hcm.route_config.virtual_hosts for r in vh.routes
+                     if r.match.fraction_runtime_key}
     runtime, warnings = build_runtime(doc["layered_runtime"], "layered_runtime",
-                                      [listener.name for listener in listeners])
+                                      [listener.name for listener in listeners], fraction_keys)
     node = doc["node"] or {"id": "", "cluster": ""}
     return Bootstrap(
         listeners=listeners,

@@ -49,6 +49,10 @@ class RouteMatch:
     regex: Optional[re.Pattern] = None  # compiled, kind == "safe_regex" (full match of the path without query)
     case_sensitive: bool = True
     headers: list[HeaderMatcher] = field(default_factory=list)
+    # runtime_fraction: the route matches this share of requests, (numerator, denominator);
+    # a runtime_key found in the static runtime layer overrides it
+    fraction: Optional[tuple[int, int]] = None
+    fraction_runtime_key: Optional[str] = None
 
 
 @dataclass(slots=True)

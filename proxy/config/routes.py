@@ -147,16 +147,26 @@ def _regex(matcher: dict, path: str):
         raise ConfigError(join(path, "regex"), str(e)) from None
 
 
+DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
+
+
 def _match(m: dict, path: str) -> RouteMatch:
     headers = [_header_matcher(h, index(join(path, "headers"), i))
                for i, h in enumerate(m["headers"])]
     if m["safe_regex"] is not None:
-        return RouteMatch(kind="safe_regex", value=m["safe_regex"]["regex"],
-                          regex=_regex(m["safe_regex"], join(path, "safe_regex")),
-                          case_sensitive=m["case_sensitive"], headers=headers)
-    kind = "prefix" if m["prefix"] is not None else "path"
-    return RouteMatch(kind=kind, value=m[kind], case_sensitive=m["case_sensitive"],
-                      headers=headers)
+        match = RouteMatch(kind="safe_regex", value=m["safe_regex"]["regex"],
+                           regex=_regex(m["safe_regex"], join(path, "safe_regex")),
+                           case_sensitive=m["case_sensitive"], headers=headers)
+    else:
+        kind = "prefix" if m["prefix"] is not None else "path"
+        match = RouteMatch(kind=kind, value=m[kind], case_sensitive=m["case_sensitive"], headers=headers)
+    rf = m["runtime_fraction"]
+    if rf is not None:
+        dv = rf["default_value"]
+        den = DENOMINATORS[dv["denominator"]]
+        match.fraction = (min(dv["numerator"], den), den)   # Envoy caps the numerator at the denominator
+        match.fraction_runtime_key = rf["runtime_key"] or None
+    return match
 
 
 _LEGACY_HEADER_MATCHES = (("exact_match", "exact"), ("prefix_match", "prefix"),

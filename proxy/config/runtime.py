@@ -16,8 +16,8 @@ CONNECTION_LIMIT = re.compile(r"^envoy\.resource_limits\.listener\.([^.]+)\.conn
 INTERPRETED = "envoy.resource_limits.listener.<listener name>.connection_limit"
 
 
-def build_runtime(layered: Optional[dict], path: str,
-                  listener_names: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+def build_runtime(layered: Optional[dict], path: str, listener_names: Collection[str],
+                  fraction_keys: Collection[str] = ()) -> tuple[dict[str, Any], list[str]]:
     """(runtime, warnings). Later layers override earlier ones, as in Envoy."""
     runtime: dict[str, Any] = {}
     if layered is None:
@@ -31,7 +31,12 @@ def build_runtime(layered: Optional[dict], path: str,
     warnings, ignored = [], []
     for key, value in runtime.items():
         m = CONNECTION_LIMIT.match(key)
-        if m is None:
+        if key in fraction_keys:
+            # a route's runtime_fraction reads it: an integer percent
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise ConfigError(join(path, key), "a runtime_fraction key must be a percent from 0 to 100, "
+                                                   f"got {value!r}")
+        elif m is None:
             ignored.append(key)
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(join(path, key), "a connection limit must be a non-negative "

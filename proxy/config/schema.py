@@ -527,7 +527,7 @@ message("RouteMatch", "envoy.config.route.v3.RouteMatch", {
                                 oneof="path_specifier"),
     "path_match_policy": no("path match policies are not supported", oneof="path_specifier"),
     "case_sensitive": f(BOOL, True),
-    "runtime_fraction": no("runtime-fraction route matching is not supported yet"),
+    "runtime_fraction": f(Msg("RuntimeFractionalPercent")),
     "headers": f(List(Msg("HeaderMatcher"))),
     "query_parameters": no("query parameter matching is not supported yet"),
     "grpc": no("gRPC route matching is not supported yet"),
@@ -622,6 +622,17 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "hedge_policy": no("request hedging is not supported"),
     "max_stream_duration": no("stream durations are not supported yet"),
 }, required_oneofs=("cluster_specifier",))
+
+# config/core/v3/base.proto, type/v3/percent.proto: a share of requests (route runtime_fraction)
+message("RuntimeFractionalPercent", "envoy.config.core.v3.RuntimeFractionalPercent", {
+    "default_value": f(Msg("FractionalPercent"), required=True),
+    "runtime_key": f(STRING),
+})
+
+message("FractionalPercent", "envoy.type.v3.FractionalPercent", {
+    "numerator": f(UINT32, 0),
+    "denominator": f(Enum(("HUNDRED", "TEN_THOUSAND", "MILLION")), "HUNDRED"),
+})
 
 # route/v3/route_components.proto: RetryPolicy (route level; the virtual host level is refused)
 message("RetryPolicy", "envoy.config.route.v3.RetryPolicy", {
