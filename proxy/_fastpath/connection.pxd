@@ -26,6 +26,7 @@ cdef class ClusterStats:
     cdef cyv_ht_cluster *rec
     cdef long long max_requests, max_retries, min_retry_concurrency
     cdef double budget_percent         # < 0: no retry_budget, max_retries applies
+    cdef long long retry_limit(self)
 
 
 cdef class Downstream:

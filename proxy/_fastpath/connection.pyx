@@ -101,6 +101,14 @@ cdef class ClusterStats:
         self.max_requests, self.max_retries = 1024, 3      # Envoy's defaults
         self.min_retry_concurrency, self.budget_percent = 3, -1.0
 
+    cdef long long retry_limit(self):
+        """Retries the cluster may have in flight: max_retries, or with a retry_budget a share of
+        the requests in flight, at least min_retry_concurrency."""
+        if self.budget_percent < 0:
+            return self.max_retries
+        return max(self.min_retry_concurrency,
+                   <long long>(self.budget_percent / 100.0 * cyv_ldi64(&self.rec.cb_requests)))
+
     def set_breakers(self, HostTable table, long cluster_index, thresholds):
         """Envoy's circuit breakers for this cluster: the DEFAULT-priority thresholds (Envoy's
         defaults when the cluster has none), counted in the shared host table so the limits hold
@@ -711,11 +719,7 @@ cdef class Downstream:
         cdef ClusterStats cst = self.cst
         cdef long long limit
         if cst is not None and cst.rec != NULL:
-            limit = cst.max_retries
-            if cst.budget_percent >= 0:
-                # retry_budget: a share of the requests in flight, at least min_retry_concurrency
-                limit = max(cst.min_retry_concurrency,
-                            <long long>(cst.budget_percent / 100.0 * cyv_ldi64(&cst.rec.cb_requests)))
+            limit = cst.retry_limit()
             if not ht_cb_acquire(&cst.rec.cb_retries, limit):
                 cst.s.inc(cst.rq_retry_overflow)
                 return False
@@ -739,10 +743,7 @@ cdef class Downstream:
         cdef long long limit
         if cst is None or cst.rec == NULL:
             return True
-        limit = cst.max_retries
-        if cst.budget_percent >= 0:
-            limit = max(cst.min_retry_concurrency,
-                        <long long>(cst.budget_percent / 100.0 * cyv_ldi64(&cst.rec.cb_requests)))
+        limit = cst.retry_limit()
         if cyv_ldi64(&cst.rec.cb_retries) >= limit:
             cst.s.inc(cst.rq_retry_overflow)
             return False
