@@ -16,7 +16,7 @@ class Hcm:
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
                  "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines", "access_logs", "stats")
+                 "svc_lines", "access_logs", "stats", "filters")
 
     def __init__(self, cfg, routes, tls: bool):
         self.cfg = cfg
@@ -39,3 +39,4 @@ class Hcm:
         # the listener's access logs (opened in the worker, after fork), None when not configured
         self.access_logs = AccessLogs.for_hcm(cfg)
         self.stats = None        # the worker sets its HcmStats (indexes into its stats slot)
+        self.filters = None      # proxy.filters.FilterChain when http_filters has more than the router

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from proxy import cluster_manager, systemd
 from proxy.config import ConfigError, load_file
 from proxy.config.model import Bootstrap
+from proxy.filters import SharedFilterState
 from proxy.listener import ListenerSockets
 
 log = logging.getLogger("cyvoy.master")
@@ -76,6 +77,7 @@ class Master:
         # process (one, supervised like a worker) is its writer for health and DNS
         self.table = None
         self.layout = None
+        self.filter_state = None   # the HTTP filters' shared memory, one per generation
         self.health_pid = 0
         self.health_slot = (None, -1)
         self.health_started = 0.0
@@ -122,6 +124,7 @@ class Master:
             log.critical("%s", e)
             return 1
         self.table, self.layout = cluster_manager.build_table(self.bootstrap)
+        self.filter_state = SharedFilterState(self.bootstrap)
         self._new_stats(self.bootstrap)
         self._spawn_health()
         self._spawn_admin()
@@ -216,7 +219,7 @@ class Master:
             from proxy import worker
             socks = {ls.name: ls.socks[slot] for ls in self.listeners.values()}
             return worker.run(self.bootstrap, slot, self.generation, socks, w, self.table, self.layout,
-                              (self.registry, store, stats_slot), self.control)
+                              (self.registry, store, stats_slot), self.control, self.filter_state)
 
         pid = _fork(child)
         os.close(w)
@@ -502,6 +505,7 @@ class Master:
         self._stop_health()
         self._stop_admin()
         self.table, self.layout = cluster_manager.build_table(new, self.table, self.layout)
+        self.filter_state = SharedFilterState(new)   # Envoy too starts new buckets on a config change
         self._new_stats(new)
         self._spawn_health()
         self._spawn_admin()

@@ -102,7 +102,8 @@ class Target:
 class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
-                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry")
+                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
+                 "per_filter")
 
     def pick_target(self) -> Target:
         # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
@@ -133,8 +134,9 @@ def _compile_match(m: model.RouteMatch, runtime: dict | None = None):
     return lambda path, head: inner(path, head) and randrange(den) < num
 
 
-def _compile_path_match(m: model.RouteMatch):
-    headers = [(h.name.encode(), h) for h in m.headers]
+def compile_headers(matchers: list[model.HeaderMatcher]):
+    """A function head -> bool: every matcher matches (Envoy's HeaderMatcher semantics)."""
+    headers = [(h.name.encode(), h) for h in matchers]
 
     def headers_ok(head) -> bool:
         for name, h in headers:
@@ -163,6 +165,12 @@ def _compile_path_match(m: model.RouteMatch):
             if ok == h.invert_match:
                 return False
         return True
+    return headers_ok
+
+
+def _compile_path_match(m: model.RouteMatch):
+    headers = m.headers
+    headers_ok = compile_headers(m.headers)
 
     if m.kind == "prefix":
         prefix = m.value.encode()
@@ -300,6 +308,8 @@ class RouteTable:
         e.retry = None
         e.timeout_line = b""
         e.timeout = 0
+        # typed_per_filter_config: the most specific level wins, per filter (route over vhost)
+        e.per_filter = {**vh.per_filter, **r.per_filter}
         levels = [r.edits, vh.edits, rc.edits]
         if isinstance(a, model.DirectResponse):
             e.kind = DIRECT

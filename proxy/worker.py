@@ -25,6 +25,7 @@ from proxy.cluster import Cluster
 from proxy.config.model import Bootstrap
 from proxy._fastpath.connection import ClusterStats, HcmStats
 from proxy.connection_manager import Downstream, Hcm
+from proxy.filters import FilterChain, SharedFilterState
 from proxy.router import RouteTable
 
 log = logging.getLogger("cyvoy.worker")
@@ -34,13 +35,16 @@ IDLE_CLOSE_DRAIN_S = 0.5  # while draining, a keep-alive connection idle this lo
 
 
 class Worker:
-    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int, table, layout, stats=None):
+    def __init__(self, bootstrap: Bootstrap, slot: int, generation: int, table, layout, stats=None,
+                 filter_state=None):
         self.bootstrap = bootstrap
         self.table = table          # the shared-memory host table (docs/host-table.md)
         self.layout = layout
         # (registry, store, slot): Envoy's stats, written into this process's own slot
         self.registry, self.store, self.stats_slot = stats
         self.slot_stats = self.store.view(self.stats_slot)
+        # the HTTP filters' shared memory (token buckets, fault counters), made by the master
+        self.filter_state = filter_state if filter_state is not None else SharedFilterState(bootstrap)
         self.control = None
         self.slot = slot
         self.generation = generation
@@ -85,6 +89,7 @@ class Worker:
                       tls is not None)
             hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
                                  self.registry.listener_indexes_for(lc))
+            hcm.filters = FilterChain.for_hcm(lc.hcm, self, self.filter_state)
             self.hcms.append(hcm)
             limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
             if limit is not None:
@@ -211,11 +216,11 @@ def _ssl_context(tls) -> ssl.SSLContext:
 
 
 def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int, table, layout,
-        stats, control=None) -> int:
+        stats, control=None, filter_state=None) -> int:
     """Entry point in the forked child; returns the exit code."""
     seed_request_ids()   # never share the master's (or a sibling's) random sequence
     reseed_lb()
-    w = Worker(bootstrap, slot, generation, table, layout, stats)
+    w = Worker(bootstrap, slot, generation, table, layout, stats, filter_state)
     w.control = control
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

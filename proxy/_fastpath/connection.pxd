@@ -93,9 +93,11 @@ cdef class Downstream:
     cdef double route_deadline
     cdef bint cb_request               # holds one unit of the cluster's max_requests
     cdef bint cb_retry                 # holds one unit of the cluster's max_retries
+    cdef public bytes filter_extra     # request header lines the HTTP filters add upstream
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
+    cdef _route(self)
     cdef _dispatch(self, object host)
     cdef _send_upstream(self, Upstream up)
     cdef _request_body(self, bytes data)

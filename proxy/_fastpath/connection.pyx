@@ -17,6 +17,7 @@ import logging
 from proxy import local_reply
 from proxy._fastpath.forward import upstream_request_head
 from proxy.access_log.record import LogRecord, headers_with
+from proxy.filters import Reply as FilterReply
 from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
                                    parse_request, parse_response)
 
@@ -35,6 +36,7 @@ cdef enum:
     P_UPSTREAM_FULL = 1
     P_PIPELINE = 2
     P_PENDING = 4
+    P_FAULT = 8         # a fault filter delay holds the request
 
 # deadline kinds, checked by the worker's ticker
 K_HEADERS, K_ROUTE, K_STREAM_IDLE, K_REQUEST = 1, 2, 3, 4
@@ -165,6 +167,7 @@ cdef class Downstream:
         self.route_deadline = 0.0
         self.cb_request = False
         self.cb_retry = False
+        self.filter_extra = b""
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -313,6 +316,54 @@ cdef class Downstream:
 
         entry = hcm.routes.match(head.host, head.path, head)
         self.entry = entry
+        target = None
+        if entry is not None and entry.kind == R_FORWARD:
+            # the weighted cluster is chosen with the route, before the filters (as Envoy's
+            # route entry is), so that the fault filter's upstream_cluster sees it
+            target = entry.targets[0] if entry.single else entry.pick_target()
+        self.target = target
+        self.filter_extra = b""
+        chain = hcm.filters
+        if chain is not None:
+            verdict = chain.run(self, head, entry, target.cluster.name if target is not None else None)
+            if verdict is not None:
+                self._filter_verdict(verdict)
+                return
+        self._route()
+
+    def _filter_verdict(self, verdict):
+        """A filter answered (proxy.filters): a local reply, or a delay before going on."""
+        if type(verdict) is FilterReply:
+            self._local_for_request(verdict.status, verdict.body, verdict.flag, verdict.headers)
+            return
+        self._set_flag(verdict.flag)
+        self._pause(P_FAULT)    # nothing more is read from the client while the request waits
+        if self.deadline_kind == C_HEADERS:
+            self.deadline_kind = 0
+        self.w.loop.call_later(verdict.seconds, self._after_delay, self.seq, verdict)
+
+    def _after_delay(self, long long seq, verdict):
+        if self.seq != seq or not self.in_req or self.closed:
+            verdict.cancel()
+            return
+        self._resume(P_FAULT)
+        after = verdict.then()
+        if after is None:
+            target = self.target
+            after = self.hcm.filters.run(self, self.head, self.entry,
+                                         target.cluster.name if target is not None else None,
+                                         verdict.next)
+        if after is not None:
+            self._filter_verdict(after)
+            return
+        self._route()
+
+    cdef _route(self):
+        """The router: local answers, else pick a host and send the request upstream."""
+        hcm = self.hcm
+        cdef RequestHead head = self.head
+        cdef HcmStats st = self.st
+        entry = self.entry
         if entry is None or head.method == b"CONNECT":
             st.s.inc(st.no_route)
             self._local_for_request(404, b"", "NR")
@@ -320,8 +371,7 @@ cdef class Downstream:
         if entry.kind != R_FORWARD:
             self._local_route(entry, head)
             return
-        target = entry.targets[0] if entry.single else entry.pick_target()
-        self.target = target
+        target = self.target
         cluster = target.cluster
         hash_fn = entry.hash_fn
         key = hash_fn(head, self.peer) if hash_fn is not None else None
@@ -356,11 +406,14 @@ cdef class Downstream:
             host_hdr = head.host
         cdef bytes headers = head.headers
         cdef bytes extra = entry.timeout_line
+        if self.filter_extra:
+            extra = self.filter_extra + extra
         if target.req is not None:
             headers, more = target.req.apply(headers, head.get)
             extra = more + extra
         self.upstream_head = upstream_request_head(head, path, host_hdr, headers, hcm.use_remote_address,
                                                    self.peer, hcm.scheme, hcm.gen_request_id, extra)
+        cdef bint is_head = self.is_head
         if head.expect_continue and not self.req_done:
             # Envoy answers Expect: 100-continue itself and does not forward it.
             self.transport.write(CONTINUE_100)
@@ -870,13 +923,14 @@ cdef class Downstream:
                                                 not self.keep_alive, self.is_head))
         self._finish()
 
-    def _local_for_request(self, int status, bytes body, str flag=""):
+    def _local_for_request(self, int status, bytes body, str flag="", bytes extra=b""):
         self.w.count(f"local_reply_{status}")
         if flag:
             self._set_flag(flag)
         if not self.req_done:
             self.keep_alive = False   # we will not read the body it is sending
-        self._local(status, body, not self.keep_alive)
+        self._resume(P_FAULT)
+        self._local(status, body, not self.keep_alive, extra)
 
     def _local_route(self, entry, RequestHead head):
         target = entry.targets[0]

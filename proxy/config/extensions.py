@@ -83,23 +83,28 @@ CATEGORIES: dict[str, Category] = {
         supported={
             "envoy.filters.http.router": Supported(
                 "envoy.extensions.filters.http.router.v3.Router", "Router"),
+            "envoy.filters.http.fault": Supported(
+                "envoy.extensions.filters.http.fault.v3.HTTPFault", "HTTPFault"),
+            "envoy.filters.http.local_ratelimit": Supported(
+                "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", "LocalRateLimit"),
         },
         refused=frozenset({
             "adaptive_concurrency", "admission_control", "alternate_protocols_cache",
             "api_key_auth", "aws_lambda", "aws_request_signing", "bandwidth_limit", "basic_auth",
             "buffer", "cache", "cdn_loop", "composite", "compressor", "connect_grpc_bridge",
             "cors", "credential_injector", "csrf", "custom_response", "decompressor",
-            "dynamic_forward_proxy", "ext_authz", "ext_proc", "fault", "file_system_buffer",
+            "dynamic_forward_proxy", "ext_authz", "ext_proc", "file_system_buffer",
             "gcp_authn", "geoip", "golang", "grpc_field_extraction", "grpc_http1_bridge",
             "grpc_http1_reverse_bridge", "grpc_json_reverse_transcoder", "grpc_json_transcoder",
             "grpc_stats", "grpc_web", "gzip", "header_mutation", "header_to_metadata",
             "health_check", "ip_tagging", "json_to_metadata", "jwt_authn", "kill_request",
-            "local_ratelimit", "lua", "oauth2", "on_demand", "original_src",
+            "lua", "oauth2", "on_demand", "original_src",
             "proto_message_extraction", "rate_limit_quota", "ratelimit", "rbac",
             "set_filter_state", "set_metadata", "stateful_session", "tap", "thrift_to_metadata",
             "upstream_codec", "wasm",
         }),
-        refusal="is not supported yet; envoy.filters.http.router is the only HTTP filter so far",
+        refusal="is not supported yet; cyvoy runs envoy.filters.http.fault, "
+                "envoy.filters.http.local_ratelimit and envoy.filters.http.router",
     ),
     "access_logger": Category(
         what="access logger",

@@ -98,6 +98,14 @@ class TypedConfig:
 
 
 @dataclass(frozen=True)
+class TypedConfigMap:
+    """map<string, google.protobuf.Any> keyed by extension name (typed_per_filter_config): each
+    value validated as the `typed_config` of that extension; the validated value is
+    {name: {"extension": ..., "config": ...}}."""
+    category: str
+
+
+@dataclass(frozen=True)
 class Field:
     kind: Any = None
     default: Any = NO_DEFAULT

@@ -11,6 +11,7 @@ from proxy.config.errors import ConfigError, index, join
 from proxy.access_log.format import FormatError, formatter_for
 from proxy.config.model import (AccessLogConfig, DownstreamTls, HttpConnectionManager, Listener,
                                 TlsCertificate)
+from proxy.config.filters import build_http_filter
 from proxy.config.routes import build_route_config
 from proxy.config.validate import validate
 
@@ -84,11 +85,19 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         if (name == ROUTER) != last:
             raise ConfigError(index(fpath, i), f"{ROUTER} must be the last HTTP filter, and "
                                                "appear only there")
+    built = []
+    for i, f in enumerate(h["http_filters"][:-1]):
+        name = f["typed_config"]["extension"]
+        if any(b.name == name for b in built):
+            raise ConfigError(index(fpath, i), f"{name} appears twice; cyvoy runs each filter "
+                                               "once per connection manager")
+        built.append(build_http_filter(name, f["typed_config"]["config"], index(fpath, i)))
     # Absent common_http_protocol_options still means its defaults (idle_timeout 1h).
     protocol = h["common_http_protocol_options"] or validate({}, "HttpProtocolOptions")
     return HttpConnectionManager(
         stat_prefix=h["stat_prefix"],
-        route_config=build_route_config(h["route_config"], join(path, "route_config"), clusters),
+        route_config=build_route_config(h["route_config"], join(path, "route_config"), clusters,
+                                        {b.name: b.config for b in built}),
         codec_type=h["codec_type"],
         http_filters=filters,
         max_request_headers_kb=h["max_request_headers_kb"],
@@ -102,6 +111,7 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         server_name=h["server_name"],
         access_logs=[_access_log(entry, index(join(path, "access_log"), i))
                      for i, entry in enumerate(h["access_log"])],
+        filters=built,
     )
 
 

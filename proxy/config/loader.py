@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 from proxy.config.addresses import socket_address
 from proxy.config.clusters import build_clusters
+from proxy.config import filters
 from proxy.config.errors import ConfigError, join
 from proxy.config.listeners import build_listeners
 from proxy.config.model import Admin, Bootstrap
@@ -55,7 +56,8 @@ def build_bootstrap(document: Any) -> Bootstrap:
     clusters = build_clusters(static["clusters"], "static_resources.clusters")
     fraction_keys = {r.match.fraction_runtime_key for lst in listeners
                      for vh in lst.hcm.route_config.virtual_hosts for r in vh.routes
-                     if r.match.fraction_runtime_key}
+                     if r.match.fraction_runtime_key} | filters.runtime_keys(listeners)
+    filters.assign_shared(listeners)
     runtime, warnings = build_runtime(doc["layered_runtime"], "layered_runtime",
                                       [listener.name for listener in listeners], fraction_keys)
     node = doc["node"] or {"id": "", "cluster": ""}

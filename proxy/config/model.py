@@ -120,6 +120,8 @@ class Route:
     match: RouteMatch
     action: Union[RouteAction, DirectResponse, Redirect]
     edits: HeaderEdits = field(default_factory=HeaderEdits)
+    # typed_per_filter_config: HTTP filter name -> FaultFilter / LocalRateLimitFilter
+    per_filter: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -128,6 +130,7 @@ class VirtualHost:
     domains: list[str]                       # lower-cased, as written ("*", "*.x.com", "x.*", "x.com", "x.com:80")
     routes: list[Route]
     edits: HeaderEdits = field(default_factory=HeaderEdits)
+    per_filter: dict[str, Any] = field(default_factory=dict)   # typed_per_filter_config, as on Route
 
 
 @dataclass(slots=True)
@@ -152,6 +155,44 @@ class AccessLogConfig:
 
 
 @dataclass(slots=True)
+class FaultFilter:
+    """extensions.filters.http.fault.v3.HTTPFault. A percentage is (numerator, denominator)."""
+    delay: Optional[float] = None            # fixed_delay, seconds
+    delay_from_header: bool = False          # header_delay: x-envoy-fault-delay-request (ms)
+    delay_percent: Optional[tuple[int, int]] = None   # None: no delay block
+    abort_status: Optional[int] = None       # http_status
+    abort_from_header: bool = False          # header_abort: x-envoy-fault-abort-request
+    abort_percent: Optional[tuple[int, int]] = None   # None: no abort block
+    upstream_cluster: str = ""               # only requests routed to this cluster
+    headers: list[HeaderMatcher] = field(default_factory=list)   # only requests matching all
+    max_active_faults: Optional[int] = None  # None: unlimited
+    counter: int = -1                        # its shared active-faults counter (filters.assign_shared)
+
+
+@dataclass(slots=True)
+class LocalRateLimitFilter:
+    """extensions.filters.http.local_ratelimit.v3.LocalRateLimit."""
+    stat_prefix: str
+    status: int = 429
+    # (max_tokens, tokens_per_fill, fill_interval s); None: this config limits nothing
+    token_bucket: Optional[tuple[int, int, float]] = None
+    enabled: tuple[int, int] = (0, 100)      # filter_enabled, Envoy's default 0%
+    enabled_key: Optional[str] = None
+    enforced: tuple[int, int] = (0, 100)     # filter_enforced, Envoy's default 0%
+    enforced_key: Optional[str] = None
+    request_headers_when_not_enforced: list[HeaderValueOption] = field(default_factory=list)
+    response_headers: list[HeaderValueOption] = field(default_factory=list)
+    bucket: int = -1                         # index of its shared token bucket (filters.assign_shared)
+
+
+@dataclass(slots=True)
+class HttpFilter:
+    """One entry of http_filters before the router: its name and its built config."""
+    name: str
+    config: Any                              # FaultFilter | LocalRateLimitFilter
+
+
+@dataclass(slots=True)
 class HttpConnectionManager:
     stat_prefix: str
     route_config: RouteConfiguration
@@ -167,6 +208,7 @@ class HttpConnectionManager:
     generate_request_id: bool = True
     server_name: str = "cyvoy"               # Envoy says "envoy"; we are not Envoy
     access_logs: list[AccessLogConfig] = field(default_factory=list)
+    filters: list[HttpFilter] = field(default_factory=list)   # http_filters before the router
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from typing import Optional
 
 from proxy.config import datasource
 from proxy.config.errors import ConfigError, index, join
+from proxy.config.filters import build_per_filter
 from proxy.config.model import (
     DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, RetryPolicy, Route,
     RouteAction,
@@ -21,13 +22,15 @@ REDIRECT_CODES = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303,
 _APPEND_ACTIONS = {True: "APPEND_IF_EXISTS_OR_ADD", False: "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def build_route_config(rc: dict, path: str, clusters: Collection[str]) -> RouteConfiguration:
+def build_route_config(rc: dict, path: str, clusters: Collection[str],
+                       filters: Optional[dict] = None) -> RouteConfiguration:
+    """`filters`: the connection manager's HTTP filter configs by name (for per-route configs)."""
     seen_domains: dict[str, str] = {}       # lower-cased domain -> virtual host that has it
     vhosts = []
     for i, vh in enumerate(rc["virtual_hosts"]):
         vpath = index(join(path, "virtual_hosts"), i)
         vhosts.append(_virtual_host(vh, vpath, clusters, seen_domains,
-                                    rc["max_direct_response_body_size_bytes"]))
+                                    rc["max_direct_response_body_size_bytes"], filters or {}))
     return RouteConfiguration(name=rc["name"], virtual_hosts=vhosts, edits=build_edits(rc, path))
 
 
@@ -95,7 +98,7 @@ def literal_header_value(value: str, path: str) -> str:
 # --- virtual hosts -----------------------------------------------------------------------------
 
 def _virtual_host(vh: dict, path: str, clusters: Collection[str], seen: dict[str, str],
-                  max_body: int) -> VirtualHost:
+                  max_body: int, filters: dict) -> VirtualHost:
     domains = []
     for i, domain in enumerate(vh["domains"]):
         dpath = index(join(path, "domains"), i)
@@ -107,10 +110,12 @@ def _virtual_host(vh: dict, path: str, clusters: Collection[str], seen: dict[str
                                      "route_config")
         seen[lowered] = vh["name"]
         domains.append(lowered)
-    routes = [_route(r, index(join(path, "routes"), i), clusters, max_body)
+    routes = [_route(r, index(join(path, "routes"), i), clusters, max_body, filters)
               for i, r in enumerate(vh["routes"])]
     return VirtualHost(name=vh["name"], domains=domains, routes=routes,
-                       edits=build_edits(vh, path))
+                       edits=build_edits(vh, path),
+                       per_filter=build_per_filter(vh["typed_per_filter_config"],
+                                                   join(path, "typed_per_filter_config"), filters))
 
 
 def _check_domain(domain: str, path: str) -> None:
@@ -129,7 +134,7 @@ def _check_domain(domain: str, path: str) -> None:
 
 # --- routes ------------------------------------------------------------------------------------
 
-def _route(r: dict, path: str, clusters: Collection[str], max_body: int) -> Route:
+def _route(r: dict, path: str, clusters: Collection[str], max_body: int, filters: dict) -> Route:
     match = _match(r["match"], join(path, "match"))
     if r["route"] is not None:
         action = _route_action(r["route"], join(path, "route"), clusters)
@@ -137,7 +142,9 @@ def _route(r: dict, path: str, clusters: Collection[str], max_body: int) -> Rout
         action = _redirect(r["redirect"])
     else:
         action = _direct_response(r["direct_response"], join(path, "direct_response"), max_body)
-    return Route(name=r["name"], match=match, action=action, edits=build_edits(r, path))
+    return Route(name=r["name"], match=match, action=action, edits=build_edits(r, path),
+                 per_filter=build_per_filter(r["typed_per_filter_config"],
+                                             join(path, "typed_per_filter_config"), filters))
 
 
 def _regex(matcher: dict, path: str):
@@ -151,7 +158,7 @@ DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 
 
 def _match(m: dict, path: str) -> RouteMatch:
-    headers = [_header_matcher(h, index(join(path, "headers"), i))
+    headers = [header_matcher(h, index(join(path, "headers"), i))
                for i, h in enumerate(m["headers"])]
     if m["safe_regex"] is not None:
         match = RouteMatch(kind="safe_regex", value=m["safe_regex"]["regex"],
@@ -174,7 +181,7 @@ _LEGACY_HEADER_MATCHES = (("exact_match", "exact"), ("prefix_match", "prefix"),
 _STRING_MATCHES = ("exact", "prefix", "suffix", "contains")
 
 
-def _header_matcher(h: dict, path: str) -> HeaderMatcher:
+def header_matcher(h: dict, path: str) -> HeaderMatcher:
     name, invert = h["name"].lower(), h["invert_match"]
     for key, kind in _LEGACY_HEADER_MATCHES:
         if h[key] is not None:

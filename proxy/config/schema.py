@@ -16,14 +16,15 @@ from __future__ import annotations
 from proxy.config.kinds import (
     BOOL, DURATION, HEADER_NAME, HEADER_VALUE, INT64, NONEMPTY, PERCENT, PORT, POSITIVE_DURATION,
     STRING, STRUCT, UINT32, UINT64, AnyMsg, Bytes, Double, Duration, Enum, Int, List,
-    Message, Msg, Str, TypedConfig, f, no,
+    Message, Msg, Str, TypedConfig, TypedConfigMap, f, no,
 )
 
 # Reasons shared by many rows.
 YET = "not supported yet"
 XDS = "dynamic configuration (xDS) is not supported"
 METADATA = "metadata is not supported"
-PER_FILTER = "per-route filter configuration is not supported (only the router filter is)"
+PER_FILTER = ("per-filter configuration is supported on virtual hosts and routes only")
+PER_FILTER_MAP = TypedConfigMap("http_filter")
 RETRIES = "retries are not supported yet"
 MIRROR = "request mirroring is not supported yet"
 RATE_LIMITS = "rate limiting is not supported yet"
@@ -340,6 +341,84 @@ message("HttpFilter",
     "disabled": no("disabled filters are not supported", BOOL, False),
 })
 
+# extensions/filters/http/fault/v3/fault.proto, extensions/filters/common/fault/v3/fault.proto
+FAULT_RUNTIME = "fault runtime keys are read under their default names only"
+message("HTTPFault", "envoy.extensions.filters.http.fault.v3.HTTPFault", {
+    "delay": f(Msg("FaultDelay")),
+    "abort": f(Msg("FaultAbort")),
+    "upstream_cluster": f(STRING, ""),
+    "headers": f(List(Msg("HeaderMatcher"))),
+    "downstream_nodes": no("downstream node matching is not supported"),
+    "max_active_faults": f(UINT32),
+    "response_rate_limit": no("response rate limit faults are not supported yet"),
+    "delay_percent_runtime": no(FAULT_RUNTIME, STRING, "fault.http.delay.fixed_delay_percent"),
+    "abort_percent_runtime": no(FAULT_RUNTIME, STRING, "fault.http.abort.abort_percent"),
+    "delay_duration_runtime": no(FAULT_RUNTIME, STRING, "fault.http.delay.fixed_duration_ms"),
+    "abort_http_status_runtime": no(FAULT_RUNTIME, STRING, "fault.http.abort.http_status"),
+    "max_active_faults_runtime": no(FAULT_RUNTIME, STRING, "fault.http.max_active_faults"),
+    "response_rate_limit_percent_runtime": no(FAULT_RUNTIME, STRING,
+                                              "fault.http.rate_limit.response_percent"),
+    "abort_grpc_status_runtime": no("gRPC aborts are not supported yet"),
+    # cyvoy keeps no per-downstream-cluster fault stats, so turning them off changes nothing
+    "disable_downstream_cluster_stats": f(BOOL, False),
+    "filter_metadata": no(METADATA),
+})
+
+message("FaultDelay", "envoy.extensions.filters.common.fault.v3.FaultDelay", {
+    "fixed_delay": f(POSITIVE_DURATION, oneof="fault_delay_secifier"),
+    "header_delay": f(Msg("FaultHeaderDelay"), oneof="fault_delay_secifier"),
+    "percentage": f(Msg("FractionalPercent")),
+}, required_oneofs=("fault_delay_secifier",))
+
+message("FaultHeaderDelay", "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", {})
+
+message("FaultAbort", "envoy.extensions.filters.http.fault.v3.FaultAbort", {
+    "http_status": f(Int("uint32", 200, 599), oneof="error_type"),
+    "grpc_status": no("gRPC aborts are not supported yet", oneof="error_type"),
+    "header_abort": f(Msg("FaultHeaderAbort"), oneof="error_type"),
+    "percentage": f(Msg("FractionalPercent")),
+}, required_oneofs=("error_type",))
+
+message("FaultHeaderAbort", "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", {})
+
+# extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto, type/v3/token_bucket.proto
+message("LocalRateLimit", "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
+    # min_len 1 in the proto; a per-route config without one uses the filter's (see the loader)
+    "stat_prefix": f(STRING, ""),
+    "status": f(Msg("HttpStatus")),
+    "token_bucket": f(Msg("TokenBucket")),
+    "filter_enabled": f(Msg("RuntimeFractionalPercent")),
+    "filter_enforced": f(Msg("RuntimeFractionalPercent")),
+    "request_headers_to_add_when_not_enforced": f(List(Msg("HeaderValueOption"), max_items=10)),
+    "response_headers_to_add": f(List(Msg("HeaderValueOption"), max_items=10)),
+    "descriptors": no("rate limit descriptors are not supported; one token bucket per filter or "
+                      "per route"),
+    "stage": no("rate limit stages are not supported", UINT32, 0),
+    "local_rate_limit_per_downstream_connection": no(
+        "per-connection token buckets are not supported (the bucket is shared by all workers)",
+        BOOL, False),
+    "local_cluster_rate_limit": no("cluster-wide rate limits are not supported"),
+    "enable_x_ratelimit_headers": no("x-ratelimit-* headers are not supported",
+                                     Enum(("OFF", "DRAFT_VERSION_03")), "OFF"),
+    "vh_rate_limits": no("rate limit actions are not supported",
+                         Enum(("OVERRIDE", "INCLUDE", "IGNORE")), "OVERRIDE"),
+    "always_consume_default_token_bucket": no(
+        "descriptors are not supported, so the default bucket is always consumed", BOOL, True),
+    "rate_limited_as_resource_exhausted": no("gRPC replies are not supported yet", BOOL, False),
+    "rate_limits": no("rate limit actions are not supported"),
+    "max_dynamic_descriptors": no("rate limit descriptors are not supported"),
+})
+
+message("HttpStatus", "envoy.type.v3.HttpStatus", {
+    "code": f(Int("uint32", 100, 599), required=True),
+})
+
+message("TokenBucket", "envoy.type.v3.TokenBucket", {
+    "max_tokens": f(Int("uint32", 1, 2**32 - 1), required=True),
+    "tokens_per_fill": f(Int("uint32", 1, 2**32 - 1), 1),
+    "fill_interval": f(POSITIVE_DURATION, required=True),
+})
+
 # extensions/filters/http/router/v3/router.proto
 message("Router", "envoy.extensions.filters.http.router.v3.Router", {
     "dynamic_stats": no("router stats options are not supported", BOOL, True),
@@ -487,7 +566,7 @@ message("VirtualHost", "envoy.config.route.v3.VirtualHost", {
     "rate_limits": no(RATE_LIMITS),
     **_header_edits(),
     "cors": no(CORS),
-    "typed_per_filter_config": no(PER_FILTER),
+    "typed_per_filter_config": f(PER_FILTER_MAP, {}),
     "include_request_attempt_count": no(RETRIES, BOOL, False),
     "include_attempt_count_in_response": no(RETRIES, BOOL, False),
     "retry_policy": no(RETRIES),
@@ -510,7 +589,7 @@ message("Route", "envoy.config.route.v3.Route", {
     "non_forwarding_action": no("non-forwarding actions are not supported", oneof="action"),
     "metadata": no(METADATA),
     "decorator": no(TRACING),
-    "typed_per_filter_config": no(PER_FILTER),
+    "typed_per_filter_config": f(PER_FILTER_MAP, {}),
     **_header_edits(),
     "tracing": no(TRACING),
     "per_request_buffer_limit_bytes": no(BUFFER_LIMITS),

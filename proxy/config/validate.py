@@ -20,7 +20,7 @@ from proxy.config.durations import DurationError, format_duration, parse_duratio
 from proxy.config.errors import ConfigError, index, join
 from proxy.config.kinds import (
     NO_DEFAULT, AnyMsg, Bool, Bytes, Double, Duration, Enum, Field, Int, List, Message, Msg,
-    Percent, Str, Struct, TypedConfig,
+    Percent, Str, Struct, TypedConfig, TypedConfigMap,
 )
 from proxy.config.schema import MESSAGES
 
@@ -183,6 +183,11 @@ def _value(raw: Any, kind: Any, path: str) -> Any:
             return _bytes(raw, path)
         case Struct():
             return raw
+        case TypedConfigMap(category=category):
+            if not isinstance(raw, dict):
+                raise ConfigError(path, f"expected a mapping of filter names, got {describe(raw)}")
+            return {name: _typed_config(TypedConfig(category), name, value, join(path, str(name)))
+                    for name, value in raw.items()}
         case AnyMsg():
             if not isinstance(raw, dict) or not isinstance(raw.get("@type"), str):
                 raise ConfigError(path, "expected a mapping with an '@type'")

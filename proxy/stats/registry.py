@@ -59,6 +59,10 @@ HTTP_GAUGES = (
 )
 HTTP_HISTOGRAMS = ("downstream_rq_time", "downstream_cx_length_ms")
 
+FAULT_COUNTERS = ("delays_injected", "aborts_injected", "faults_overflow")
+FAULT_GAUGES = ("active_faults",)
+LOCAL_RATELIMIT_COUNTERS = ("enabled", "ok", "rate_limited", "enforced")
+
 LISTENER_COUNTERS = (
     "downstream_cx_total", "downstream_cx_destroy", "downstream_cx_overflow",
     "downstream_cx_overload_reject", "downstream_global_cx_overflow", "downstream_pre_cx_timeout",
@@ -231,6 +235,7 @@ class StatRegistry:
         for name, c in bootstrap.clusters.items():
             r._add_cluster(name, health_checks=bool(c.health_checks),
                            outlier=c.outlier_detection is not None)
+        r._add_filters(bootstrap.listeners)
         for name in SERVER_COMPUTED_GAUGES:
             r.computed.append((name, "gauge", ("server", name)))
         r._finish()
@@ -292,6 +297,23 @@ class StatRegistry:
                      CLUSTER_COMPUTED_COUNTERS,
                      CLUSTER_COMPUTED_GAUGES + (HEALTH_CHECK_COMPUTED_GAUGES if health_checks else ()),
                      code=True)
+
+    def _add_filters(self, listeners):
+        """The HTTP filters' stats: http.<stat_prefix>.fault.* (fault_filter.rst) and
+        <stat_prefix>.http_local_rate_limit.* (local_rate_limit_filter.rst), each name once."""
+        from proxy.config.filters import FAULT, all_filter_configs
+        from proxy.config.model import LocalRateLimitFilter
+        counters, gauges = [], []
+        for lst in listeners:
+            if any(hf.name == FAULT for hf in lst.hcm.filters):
+                root = f"http.{lst.hcm.stat_prefix}.fault."
+                counters += [root + s for s in FAULT_COUNTERS]
+                gauges += [root + s for s in FAULT_GAUGES]
+        for cfg in all_filter_configs(listeners):
+            if isinstance(cfg, LocalRateLimitFilter):
+                counters += [f"{cfg.stat_prefix}.http_local_rate_limit.{s}" for s in LOCAL_RATELIMIT_COUNTERS]
+        self._plain.extend(n for n in dict.fromkeys(counters) if n not in self._plain)
+        self._gauges.extend(n for n in dict.fromkeys(gauges) if n not in self._gauges)
 
     def _finish(self):
         n_plain = len(self._plain)
