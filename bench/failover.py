@@ -286,6 +286,17 @@ def add_access_log(conf_path: str, log_path: str) -> None:
         f.write(text.replace(anchor, anchor + block, 1))
 
 
+def drop_retry_breaker(conf_path: str) -> None:
+    """Diagnosis only (--cyvoy-default-breakers): Envoy's default circuit breakers (max_retries 3)."""
+    with open(conf_path) as f:
+        text = f.read()
+    new = re.sub(r"\n *# BEGIN retry breaker.*?# END retry breaker\n", "\n", text, flags=re.S)
+    if new == text:
+        raise RuntimeError("no retry breaker block in the cyvoy config")
+    with open(conf_path, "w") as f:
+        f.write(new)
+
+
 def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -> dict:
     rundir = os.path.join(rundir_root, key)
     os.makedirs(rundir)
@@ -307,6 +318,8 @@ def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -
         cmd, cwd = [tools["haproxy"], "-db", "-f", conf], None
     else:
         conf = bench.render("failover-cyvoy.yaml", os.path.join(rundir, "cyvoy.yaml"), vals)
+        if args.cyvoy_default_breakers:
+            drop_retry_breaker(conf)
         if args.cyvoy_access_log:
             add_access_log(conf, os.path.join(rundir, "cyvoy-access.log"))
         cmd, cwd = [py, "-m", "proxy", "-c", conf, "--workers", "1", "--log-level", "warning"], REPO
@@ -445,6 +458,8 @@ def parse_args(argv):
     ap.add_argument("--no-pause", action="store_true", help="diagnosis: leave upstream b alone")
     ap.add_argument("--cyvoy-access-log", action="store_true",
                     help="diagnosis: give cyvoy a JSON access log (kept in the temp dir; implies --keep)")
+    ap.add_argument("--cyvoy-default-breakers", action="store_true",
+                    help="diagnosis: run cyvoy with Envoy's default circuit breakers (max_retries 3)")
     ap.add_argument("--python", default=None,
                     help="interpreter for cyvoy (default: REPO/.venv/bin/python, else this one)")
     ap.add_argument("--keep", action="store_true", help="keep the run's temp dir (configs, logs, wrk output)")

@@ -76,6 +76,10 @@ cdef class SharedTokenBuckets:
         """consume() with an explicit clock (CLOCK_MONOTONIC ns), for tests."""
         return _consume(self._at(i), now_ns)
 
+    def base_ns(self, Py_ssize_t i):
+        """The clock reading fill intervals are counted from (for tests)."""
+        return self._at(i).base_ns
+
     def tokens(self, Py_ssize_t i):
         """Tokens left as last written (without crediting elapsed intervals)."""
         return cyv_ld64(&self._at(i).word) & LOW32
