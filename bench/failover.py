@@ -322,7 +322,7 @@ def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -
             drop_retry_breaker(conf)
         if args.cyvoy_access_log:
             add_access_log(conf, os.path.join(rundir, "cyvoy-access.log"))
-        cmd, cwd = [py, "-m", "proxy", "-c", conf, "--workers", "1", "--log-level", "warning"], REPO
+        cmd, cwd = [py, "-m", "proxy", "-c", conf, "--workers", "1", "--log-level", args.cyvoy_log_level], REPO
     t = bench.start_target(key, key, cmd, pport, rundir, 20 if key == "cyvoy" else 10, cwd=cwd)
     started.append(t.proc)
 
@@ -361,15 +361,26 @@ def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -
         after = {"error": repr(e)}
     if not t.proc.alive():
         raise RuntimeError(f"{key} exited during the event run\n{t.proc.log_tail()}")
-    if key == "cyvoy" and isinstance(before, dict) and "error" not in before:
-        view = {k: v - before.get(k, 0) for k, v in after.items()} if "error" not in after else after
-    else:
-        view = after  # nginx: its error log only holds the event run's lines that matter; haproxy: totals
+    view = delta(key, before, after)
     return {
         "proxy": key, "command": cmd, "ports": vals, "steady": steady, "event": event, "events": events,
         "proxy_view": view, "other_processes_cpu_s": other,
         "upstream_logs": {n: u.proc.log_tail(5) if u.proc else "" for n, u in ups.items()},
     }
+
+
+def delta(key: str, before: dict, after: dict) -> dict:
+    """The proxy's counters for the event run alone (nginx: its error log is only written to when
+    something fails, i.e. during the event run)."""
+    if key == "nginx" or "error" in before or "error" in after:
+        return after
+    if key == "cyvoy":
+        return {k: v - before.get(k, 0) for k, v in after.items()}
+    out = {}
+    for sv, row in after.items():
+        b = before.get(sv, {})
+        out[sv] = {k: (str(int(v) - int(b.get(k) or 0)) if v.isdigit() else v) for k, v in row.items()}
+    return out
 
 
 def stop_all(items: list) -> None:
@@ -425,11 +436,14 @@ def print_report(results: dict, skipped: dict, args, meta) -> None:
                 f"{e['event']} {e['upstream']} {e['at_s']:.2f}"
                 + (f" (up in {e['ready_after_s']:.2f})" if "ready_after_s" in e else "")
                 for e in results[key]["events"]))
-    noisy = [k for k in PROXIES if k in results
-             and 100 * results[k]["other_processes_cpu_s"] / max(results[k]["event"]["seconds"], 1e-9) > 10]
+    load = {k: 100 * results[k]["other_processes_cpu_s"] / max(results[k]["event"]["seconds"], 1e-9)
+            for k in PROXIES if k in results}
+    out.append("sanity: CPU used by other processes on the machine during the event run: "
+               + ", ".join(f"{k} {v:.0f}%" for k, v in load.items()) + " of one CPU")
+    noisy = [k for k, v in load.items() if v > 10]
     if noisy:
-        out.append(f"WARNING: other processes used over 10% of a CPU during the event run of "
-                   f"{', '.join(noisy)}; rerun on a quiet machine")
+        out.append(f"WARNING: other load on the machine during the event run of {', '.join(noisy)}: "
+                   "those figures are skewed; rerun on a quiet machine")
     if "cyvoy" in results:
         e, s = results["cyvoy"]["event"], results["cyvoy"]["steady"]
         ratio = e["p99_us"] / s["p99_us"] if s["p99_us"] else float("inf")
@@ -460,6 +474,8 @@ def parse_args(argv):
                     help="diagnosis: give cyvoy a JSON access log (kept in the temp dir; implies --keep)")
     ap.add_argument("--cyvoy-default-breakers", action="store_true",
                     help="diagnosis: run cyvoy with Envoy's default circuit breakers (max_retries 3)")
+    ap.add_argument("--cyvoy-log-level", default="warning",
+                    help="diagnosis: cyvoy's --log-level (default warning; info logs health and outlier events)")
     ap.add_argument("--python", default=None,
                     help="interpreter for cyvoy (default: REPO/.venv/bin/python, else this one)")
     ap.add_argument("--keep", action="store_true", help="keep the run's temp dir (configs, logs, wrk output)")

@@ -99,11 +99,42 @@ class Target:
         self.resp = None if resp.empty else resp
 
 
+class MirrorTarget:
+    """One compiled request_mirror_policies entry."""
+    __slots__ = ("cluster", "header", "clusters", "share", "host_suffix")
+
+    def __init__(self, m: model.MirrorPolicy, clusters: dict, runtime: dict):
+        self.cluster = clusters[m.cluster] if m.cluster is not None else None
+        self.header = m.cluster_header.encode() if m.cluster_header is not None else None
+        self.clusters = {name.encode(): c for name, c in clusters.items()} if self.header else None
+        share = m.fraction
+        if m.fraction_runtime_key and runtime.get(m.fraction_runtime_key) is not None:
+            share = (int(runtime[m.fraction_runtime_key]), 100)
+        self.share = share           # None: every request
+        self.host_suffix = m.host_suffix
+
+    def pick(self, head):
+        """The cluster this request is mirrored to, or None (not drawn, or no such cluster)."""
+        share = self.share
+        if share is not None and not (share[0] >= share[1] or random.randrange(share[1]) < share[0]):
+            return None
+        if self.header is None:
+            return self.cluster
+        name = head.get(self.header)
+        return self.clusters.get(name) if name is not None else None
+
+
 class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
                  "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
-                 "per_filter")
+                 "per_filter", "cluster_header", "not_found_code", "header_targets", "mirrors")
+
+    def header_target(self, head):
+        """cluster_header: the Target of the cluster the request header names, None when the
+        header is missing or names no cluster (-> cluster_not_found_response_code)."""
+        name = head.get(self.cluster_header)
+        return self.header_targets.get(name) if name is not None else None
 
     def pick_target(self) -> Target:
         # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
@@ -308,6 +339,8 @@ class RouteTable:
         e.retry = None
         e.timeout_line = b""
         e.timeout = 0
+        e.cluster_header = None
+        e.mirrors = ()
         # typed_per_filter_config: the most specific level wins, per filter (route over vhost)
         e.per_filter = {**vh.per_filter, **r.per_filter}
         levels = [r.edits, vh.edits, rc.edits]
@@ -329,7 +362,17 @@ class RouteTable:
             e.auto_host_rewrite = a.auto_host_rewrite
             e.hash_fn = compile_hash_policy(a.hash_policy) if a.hash_policy else None
             e.retry = a.retry_policy
-            if a.cluster is not None:
+            # request_mirror_policies: the most specific level that has any (not merged)
+            policies = a.mirrors or vh.mirrors or rc.mirrors
+            e.mirrors = tuple(MirrorTarget(m, clusters, runtime or {}) for m in policies)
+            if a.cluster_header is not None:
+                e.single = False
+                e.cluster_header = a.cluster_header.encode()
+                e.not_found_code = a.cluster_not_found_response_code
+                edits = _merge(levels)
+                e.header_targets = {name.encode(): Target(c, *edits) for name, c in clusters.items()}
+                e.targets = []
+            elif a.cluster is not None:
                 e.targets = [Target(clusters[a.cluster], *_merge(levels))]
                 e.weights = [1]
                 e.total_weight = 1

@@ -27,6 +27,7 @@ from proxy._fastpath.connection import ClusterStats, HcmStats
 from proxy.connection_manager import Downstream, Hcm
 from proxy.filters import FilterChain, SharedFilterState
 from proxy.router import RouteTable
+from proxy.shadow import ShadowWriter
 
 log = logging.getLogger("cyvoy.worker")
 
@@ -45,6 +46,7 @@ class Worker:
         self.slot_stats = self.store.view(self.stats_slot)
         # the HTTP filters' shared memory (token buckets, fault counters), made by the master
         self.filter_state = filter_state if filter_state is not None else SharedFilterState(bootstrap)
+        self.shadows = ShadowWriter(self)    # request_mirror_policies
         self.control = None
         self.slot = slot
         self.generation = generation

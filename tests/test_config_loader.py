@@ -911,9 +911,6 @@ def test_tls_termination_example_loads_unchanged():
 
 @needs_examples
 @pytest.mark.parametrize("example, path, words", [
-    ("route-mirror/envoy.yaml",
-     HCM + ".route_config.virtual_hosts[0].routes[0].route.request_mirror_policies",
-     "request mirroring is not supported yet"),
     ("grpc-bridge/client/envoy-proxy.yaml", HCM + ".add_user_agent", "not supported yet"),
     ("grpc-bridge/server/envoy-proxy.yaml",
      HCM + ".route_config.virtual_hosts[0].routes[0].match.grpc",

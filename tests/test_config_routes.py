@@ -350,7 +350,7 @@ def test_route_to_a_missing_cluster_is_refused_with_a_suggestion():
 def test_route_action_needs_a_cluster():
     e = refusal(config({"match": {"prefix": "/"}, "route": {"timeout": "1s"}}))
     assert e.path == ROUTE + ".route"
-    assert "exactly one of 'cluster', 'weighted_clusters' is required" in e.reason
+    assert "exactly one of 'cluster', 'cluster_header', 'weighted_clusters' is required" in e.reason
 
 
 def test_cluster_and_weighted_clusters_are_exclusive():
@@ -391,7 +391,6 @@ def test_host_rewrites_are_exclusive():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("request_mirror_policies", [{"cluster": "canary"}]),
     ("regex_rewrite", {"pattern": {"regex": "x"}, "substitution": "y"}),
     ("idle_timeout", "5s"),
     ("max_stream_duration", {}),
@@ -402,9 +401,36 @@ def test_route_action_features_not_supported_yet(field, value):
     assert e.path == f"{ROUTE}.route.{field}" and "not supported by cyvoy" in e.reason
 
 
-def test_cluster_header_is_not_supported_yet():
-    e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster_header": "x-cluster"}}))
-    assert e.path == ROUTE + ".route.cluster_header" and "not supported by cyvoy" in e.reason
+def test_cluster_header_is_lower_cased_and_not_found_defaults_to_503():
+    a = built_route(config({"match": {"prefix": "/"}, "route": {"cluster_header": "X-Cluster"}})).action
+    assert (a.cluster_header, a.cluster_not_found_response_code) == ("x-cluster", 503)
+
+
+def test_mirror_policy_to_an_unknown_cluster_is_refused():
+    e = refusal(config({"match": {"prefix": "/"}, "route": {
+        "cluster": "backend", "request_mirror_policies": [{"cluster": "nowhere"}]}}))
+    assert e.path == ROUTE + ".route.request_mirror_policies[0].cluster"
+    assert "does not exist" in e.reason
+
+
+def test_mirror_policy_needs_a_cluster_or_cluster_header():
+    e = refusal(config({"match": {"prefix": "/"}, "route": {
+        "cluster": "backend", "request_mirror_policies": [{}]}}))
+    assert e.path.startswith(ROUTE + ".route.request_mirror_policies[0]")
+
+
+def test_mirror_policy_header_mutations_are_not_supported():
+    e = refusal(config({"match": {"prefix": "/"}, "route": {
+        "cluster": "backend", "request_mirror_policies": [
+            {"cluster": "canary", "request_headers_mutations": [{"remove": "x"}]}]}}))
+    assert e.path == ROUTE + ".route.request_mirror_policies[0].request_headers_mutations"
+
+
+def test_runtime_key_prefix_is_ignored_with_a_warning():
+    b = load_dict(config({"match": {"prefix": "/"}, "route": {"weighted_clusters": {
+        "runtime_key_prefix": "routing.weights",
+        "clusters": [{"name": "backend", "weight": 1}, {"name": "canary", "weight": 1}]}}}))
+    assert any("runtime_key_prefix 'routing.weights' is ignored" in w for w in b.warnings)
 
 
 # --- weighted clusters -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ cdef class HcmStats:
     cdef SlotStats s
     cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_protocol_error
     cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_time, rq_timeout, rq_header_timeout
-    cdef Py_ssize_t no_route, rq_direct_response, rq_redirect
+    cdef Py_ssize_t no_route, rq_direct_response, rq_redirect, no_cluster
     cdef Py_ssize_t l_cx_total, l_cx_active, l_cx_destroy, l_cx_overflow
 
 
@@ -94,6 +94,7 @@ cdef class Downstream:
     cdef bint cb_request               # holds one unit of the cluster's max_requests
     cdef bint cb_retry                 # holds one unit of the cluster's max_retries
     cdef public bytes filter_extra     # request header lines the HTTP filters add upstream
+    cdef list mirrors                  # (cluster, host suffix) shadows still to send, or None
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -103,6 +104,7 @@ cdef class Downstream:
     cdef _request_body(self, bytes data)
     cdef _to_upstream(self, bytes data)
     cdef _request_complete(self)
+    cdef _mirror(self)
     cdef _arm_route_timeout(self)
     cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body)
     cdef on_response_body(self, bytes data)

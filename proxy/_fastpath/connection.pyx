@@ -18,6 +18,7 @@ from proxy import local_reply
 from proxy._fastpath.forward import upstream_request_head
 from proxy.access_log.record import LogRecord, headers_with
 from proxy.filters import Reply as FilterReply
+from proxy.shadow import shadow_head
 from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
                                    parse_request, parse_response)
 
@@ -83,6 +84,7 @@ cdef class HcmStats:
         self.rq_1xx, self.rq_time = http.downstream_rq_1xx, http.downstream_rq_time
         self.rq_timeout, self.rq_header_timeout = http.downstream_rq_timeout, http.downstream_rq_header_timeout
         self.no_route, self.rq_direct_response, self.rq_redirect = http.no_route, http.rq_direct_response, http.rq_redirect
+        self.no_cluster = http.no_cluster
         self.l_cx_total, self.l_cx_active = listener.downstream_cx_total, listener.downstream_cx_active
         self.l_cx_destroy, self.l_cx_overflow = listener.downstream_cx_destroy, listener.downstream_cx_overflow
 
@@ -102,6 +104,16 @@ cdef class ClusterStats:
         self.rec = NULL
         self.max_requests, self.max_retries = 1024, 3      # Envoy's defaults
         self.min_retry_concurrency, self.budget_percent = 3, -1.0
+
+    def count_shadow(self, int status):
+        """A mirrored request ended (proxy.shadow): status 0 when no response came."""
+        self.s.inc(self.rq_total)
+        if 100 <= status <= 599:
+            self.s.inc(self.rq_code_base + status - 100)
+            self.s.inc(self.rq_1xx + status // 100 - 1)
+
+    def count_shadow_abandoned(self):
+        self.s.inc(self.retry_abandoned)
 
     cdef long long retry_limit(self):
         """Retries the cluster may have in flight: max_retries, or with a retry_budget a share of
@@ -168,6 +180,7 @@ cdef class Downstream:
         self.cb_request = False
         self.cb_retry = False
         self.filter_extra = b""
+        self.mirrors = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -293,6 +306,7 @@ cdef class Downstream:
         self.cst = None
         self.retry = None
         self.body_copy = None
+        self.mirrors = None
         cdef HcmStats st = self.st
         st.s.inc(st.rq_total)
         st.s.gauge_add(st.rq_active, 1)
@@ -320,7 +334,12 @@ cdef class Downstream:
         if entry is not None and entry.kind == R_FORWARD:
             # the weighted cluster is chosen with the route, before the filters (as Envoy's
             # route entry is), so that the fault filter's upstream_cluster sees it
-            target = entry.targets[0] if entry.single else entry.pick_target()
+            if entry.single:
+                target = entry.targets[0]
+            elif entry.cluster_header is None:
+                target = entry.pick_target()
+            else:
+                target = entry.header_target(head)   # None: cluster_not_found_response_code
         self.target = target
         self.filter_extra = b""
         chain = hcm.filters
@@ -372,6 +391,10 @@ cdef class Downstream:
             self._local_route(entry, head)
             return
         target = self.target
+        if target is None:
+            st.s.inc(st.no_cluster)
+            self._local_for_request(entry.not_found_code, b"", "NC")
+            return
         cluster = target.cluster
         hash_fn = entry.hash_fn
         key = hash_fn(head, self.peer) if hash_fn is not None else None
@@ -392,6 +415,12 @@ cdef class Downstream:
             self.body_copy = []
             self.body_copy_size = 0
             self.tried = {host.slot}
+        self.mirrors = None
+        if entry.mirrors:
+            self.mirrors = [(c, m.host_suffix) for m in entry.mirrors for c in (m.pick(head),) if c is not None]
+            if self.mirrors and self.body_copy is None:
+                self.body_copy = []     # a body is mirrored only while it is held
+                self.body_copy_size = 0
 
         # ---- upstream request head: one fast-path call
         cdef bytes path = head.path
@@ -441,6 +470,8 @@ cdef class Downstream:
         self._dispatch(host)
         if done_with_head:
             self._arm_route_timeout()
+            if self.mirrors:
+                self._mirror()
 
     cdef bint _use_host(self, object host, object cluster):
         """Take the host for this attempt; False when the cluster's max_requests is reached."""
@@ -577,9 +608,22 @@ cdef class Downstream:
         self.req_done = True
         if self.logging:
             self.req_end = self.w.loop_time()
+        if self.mirrors:
+            self._mirror()
         if self.buf and len(self.buf) > PIPELINE_LIMIT:
             self._pause(P_PIPELINE)
         self._arm_route_timeout()
+
+    cdef _mirror(self):
+        """Send the request's shadows (request_mirror_policies), now that all of it is in."""
+        mirrors = self.mirrors
+        self.mirrors = None
+        if self.body_copy is None:      # over the buffer limit: counted when it was dropped
+            return
+        body = list(self.body_copy) if self.body_copy else None
+        timeout = self.entry.timeout
+        for cluster, suffix in mirrors:
+            self.w.shadows.send(cluster, shadow_head(self.upstream_head, suffix), body, timeout)
 
     cdef _arm_route_timeout(self):
         # Envoy's route timeout starts when the downstream request is complete; it covers

@@ -58,8 +58,10 @@ def build_bootstrap(document: Any) -> Bootstrap:
                      for vh in lst.hcm.route_config.virtual_hosts for r in vh.routes
                      if r.match.fraction_runtime_key} | filters.runtime_keys(listeners)
     filters.assign_shared(listeners)
+    fraction_keys |= {m.fraction_runtime_key for m in _mirror_policies(listeners) if m.fraction_runtime_key}
     runtime, warnings = build_runtime(doc["layered_runtime"], "layered_runtime",
                                       [listener.name for listener in listeners], fraction_keys)
+    warnings += _ignored_weight_overrides(listeners)
     node = doc["node"] or {"id": "", "cluster": ""}
     return Bootstrap(
         listeners=listeners,
@@ -71,6 +73,30 @@ def build_bootstrap(document: Any) -> Bootstrap:
         node_id=node["id"],
         node_cluster=node["cluster"],
     )
+
+
+def _routes(listeners):
+    for lst in listeners:
+        for vh in lst.hcm.route_config.virtual_hosts:
+            for r in vh.routes:
+                yield lst, vh, r
+
+
+def _mirror_policies(listeners):
+    for lst in listeners:
+        rc = lst.hcm.route_config
+        yield from rc.mirrors
+        for vh in rc.virtual_hosts:
+            yield from vh.mirrors
+            for r in vh.routes:
+                yield from getattr(r.action, "mirrors", ())
+
+
+def _ignored_weight_overrides(listeners) -> list[str]:
+    return [f"listener {lst.name!r}, virtual host {vh.name!r}, route {r.name or r.match.value!r}: "
+            f"weighted_clusters.runtime_key_prefix {r.action.runtime_key_prefix!r} is ignored "
+            "(cyvoy has no runtime weight overrides; the configured weights apply)"
+            for lst, vh, r in _routes(listeners) if getattr(r.action, "runtime_key_prefix", "")]
 
 
 def _admin(admin: Optional[dict]) -> Optional[Admin]:

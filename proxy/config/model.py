@@ -84,8 +84,22 @@ class RetryPolicy:
 
 
 @dataclass(slots=True)
+class MirrorPolicy:
+    """route.v3.RouteAction.RequestMirrorPolicy: shadow a share of requests to another cluster."""
+    cluster: Optional[str] = None            # exactly one of cluster / cluster_header
+    cluster_header: Optional[str] = None     # lower-cased request header naming the cluster
+    fraction: Optional[tuple[int, int]] = None    # runtime_fraction default_value; None: all requests
+    fraction_runtime_key: Optional[str] = None
+    host_suffix: bool = True                 # not disable_shadow_host_suffix_append: Host gets "-shadow"
+
+
+@dataclass(slots=True)
 class RouteAction:
-    cluster: Optional[str] = None                         # exactly one of cluster / weighted_clusters
+    cluster: Optional[str] = None                         # exactly one of cluster / weighted_clusters / cluster_header
+    cluster_header: Optional[str] = None                  # lower-cased: the request header naming the cluster
+    cluster_not_found_response_code: int = 503            # SERVICE_UNAVAILABLE (404 NOT_FOUND, 500 INTERNAL_SERVER_ERROR)
+    runtime_key_prefix: str = ""                          # weighted_clusters.runtime_key_prefix: ignored with a warning
+    mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
     weighted_clusters: list[WeightedCluster] = field(default_factory=list)
     total_weight: int = 0                                 # 0: sum of weights (Envoy's default since v1.21)
     timeout: float = 15.0                                 # route timeout; 0 disables
@@ -131,6 +145,7 @@ class VirtualHost:
     routes: list[Route]
     edits: HeaderEdits = field(default_factory=HeaderEdits)
     per_filter: dict[str, Any] = field(default_factory=dict)   # typed_per_filter_config, as on Route
+    mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
 
 
 @dataclass(slots=True)
@@ -138,6 +153,7 @@ class RouteConfiguration:
     name: str
     virtual_hosts: list[VirtualHost]
     edits: HeaderEdits = field(default_factory=HeaderEdits)
+    mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
 
 
 @dataclass(slots=True)

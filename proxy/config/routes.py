@@ -11,7 +11,8 @@ from proxy.config import datasource
 from proxy.config.errors import ConfigError, index, join
 from proxy.config.filters import build_per_filter
 from proxy.config.model import (
-    DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, Redirect, RetryPolicy, Route,
+    DirectResponse, HashPolicy, HeaderEdits, HeaderMatcher, HeaderValueOption, MirrorPolicy, Redirect,
+    RetryPolicy, Route,
     RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 )
@@ -31,7 +32,8 @@ def build_route_config(rc: dict, path: str, clusters: Collection[str],
         vpath = index(join(path, "virtual_hosts"), i)
         vhosts.append(_virtual_host(vh, vpath, clusters, seen_domains,
                                     rc["max_direct_response_body_size_bytes"], filters or {}))
-    return RouteConfiguration(name=rc["name"], virtual_hosts=vhosts, edits=build_edits(rc, path))
+    return RouteConfiguration(name=rc["name"], virtual_hosts=vhosts, edits=build_edits(rc, path),
+                              mirrors=_mirrors(rc, path, clusters))
 
 
 # --- header edits ------------------------------------------------------------------------------
@@ -115,7 +117,8 @@ def _virtual_host(vh: dict, path: str, clusters: Collection[str], seen: dict[str
     return VirtualHost(name=vh["name"], domains=domains, routes=routes,
                        edits=build_edits(vh, path),
                        per_filter=build_per_filter(vh["typed_per_filter_config"],
-                                                   join(path, "typed_per_filter_config"), filters))
+                                                   join(path, "typed_per_filter_config"), filters),
+                       mirrors=_mirrors(vh, path, clusters))
 
 
 def _check_domain(domain: str, path: str) -> None:
@@ -221,9 +224,14 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                          auto_host_rewrite=bool(a["auto_host_rewrite"]),
                          hash_policy=[_hash_policy(h) for h in a["hash_policy"]],
                          retry_policy=_retry_policy(a["retry_policy"], join(path, "retry_policy"))
-                         if a["retry_policy"] is not None else None)
+                         if a["retry_policy"] is not None else None,
+                         cluster_not_found_response_code=NOT_FOUND_CODES[a["cluster_not_found_response_code"]],
+                         mirrors=_mirrors(a, path, clusters))
     if a["cluster"] is not None:
         action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
+        return action
+    if a["cluster_header"] is not None:
+        action.cluster_header = a["cluster_header"].lower()
         return action
     wpath = join(path, "weighted_clusters")
     wc = a["weighted_clusters"]
@@ -242,7 +250,31 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                           f"the weights add up to {total}, not total_weight "
                           f"{wc['total_weight']} (total_weight is deprecated; it may be left out)")
     action.total_weight = total
+    action.runtime_key_prefix = wc["runtime_key_prefix"]
     return action
+
+
+NOT_FOUND_CODES = {"SERVICE_UNAVAILABLE": 503, "NOT_FOUND": 404, "INTERNAL_SERVER_ERROR": 500}
+
+
+def _mirrors(msg: dict, path: str, clusters: Collection[str]) -> list[MirrorPolicy]:
+    """request_mirror_policies of a route action, virtual host or route configuration."""
+    out = []
+    for i, m in enumerate(msg["request_mirror_policies"]):
+        mpath = index(join(path, "request_mirror_policies"), i)
+        policy = MirrorPolicy(host_suffix=not m["disable_shadow_host_suffix_append"])
+        if m["cluster"] is not None:
+            policy.cluster = _cluster_ref(m["cluster"], join(mpath, "cluster"), clusters)
+        else:
+            policy.cluster_header = m["cluster_header"].lower()
+        rf = m["runtime_fraction"]
+        if rf is not None:
+            dv = rf["default_value"]
+            den = DENOMINATORS[dv["denominator"]]
+            policy.fraction = (min(dv["numerator"], den), den)
+            policy.fraction_runtime_key = rf["runtime_key"] or None
+        out.append(policy)
+    return out
 
 
 # retry_on tokens (Envoy's router_filter.rst, retry_state_impl.cc parseRetryOn)

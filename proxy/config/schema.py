@@ -26,7 +26,6 @@ METADATA = "metadata is not supported"
 PER_FILTER = ("per-filter configuration is supported on virtual hosts and routes only")
 PER_FILTER_MAP = TypedConfigMap("http_filter")
 RETRIES = "retries are not supported yet"
-MIRROR = "request mirroring is not supported yet"
 RATE_LIMITS = "rate limiting is not supported yet"
 CORS = "CORS is not supported yet"
 TRACING = "tracing is not supported"
@@ -546,7 +545,7 @@ message("RouteConfiguration", "envoy.config.route.v3.RouteConfiguration", {
     "validate_clusters": no("cyvoy always checks that routed clusters exist", BOOL, True),
     "max_direct_response_body_size_bytes": f(UINT32, 4096),
     "cluster_specifier_plugins": no("cluster specifier plugins are not supported"),
-    "request_mirror_policies": no(MIRROR),
+    "request_mirror_policies": f(List(Msg("RequestMirrorPolicy"))),
     "ignore_port_in_host_matching": no("host matching options are not supported yet",
                                        BOOL, False),
     "ignore_path_parameters_in_path_matching": no("path matching options are not supported",
@@ -575,7 +574,7 @@ message("VirtualHost", "envoy.config.route.v3.VirtualHost", {
     "include_is_timeout_retry_header": no(RETRIES, BOOL, False),
     "per_request_buffer_limit_bytes": no(BUFFER_LIMITS),
     "request_body_buffer_limit": no(BUFFER_LIMITS),
-    "request_mirror_policies": no(MIRROR),
+    "request_mirror_policies": f(List(Msg("RequestMirrorPolicy"))),
     "metadata": no(METADATA),
 })
 
@@ -654,17 +653,14 @@ message("StringMatcher", "envoy.type.matcher.v3.StringMatcher", {
 
 message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "cluster": f(NONEMPTY, oneof="cluster_specifier"),
-    "cluster_header": no("choosing the cluster from a request header is not supported yet",
-                         oneof="cluster_specifier"),
+    "cluster_header": f(HEADER_NAME, oneof="cluster_specifier"),
     "weighted_clusters": f(Msg("WeightedCluster"), oneof="cluster_specifier"),
     "cluster_specifier_plugin": no("cluster specifier plugins are not supported",
                                    oneof="cluster_specifier"),
     "inline_cluster_specifier_plugin": no("cluster specifier plugins are not supported",
                                           oneof="cluster_specifier"),
-    "cluster_not_found_response_code": no(
-        "only 503 is used when a cluster is missing",
-        Enum(("SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR")),
-        "SERVICE_UNAVAILABLE"),
+    "cluster_not_found_response_code": f(
+        Enum(("SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR")), "SERVICE_UNAVAILABLE"),
     "metadata_match": no(SUBSETS),
     "prefix_rewrite": f(HEADER_VALUE),
     "regex_rewrite": no(REGEX_REWRITE),
@@ -682,7 +678,7 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "early_data_policy": no("TLS early data is not supported"),
     "retry_policy": f(Msg("RetryPolicy")),
     "retry_policy_typed_config": no(RETRIES),
-    "request_mirror_policies": no(MIRROR),
+    "request_mirror_policies": f(List(Msg("RequestMirrorPolicy"))),
     "priority": no("routing priorities are not supported yet",
                    Enum(("DEFAULT", "HIGH")), "DEFAULT"),
     "rate_limits": no(RATE_LIMITS),
@@ -700,6 +696,17 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "max_internal_redirects": no("internal redirects are not supported"),
     "hedge_policy": no("request hedging is not supported"),
     "max_stream_duration": no("stream durations are not supported yet"),
+}, required_oneofs=("cluster_specifier",))
+
+# route/v3/route_components.proto: RouteAction.RequestMirrorPolicy
+message("RequestMirrorPolicy", "envoy.config.route.v3.RouteAction.RequestMirrorPolicy", {
+    "cluster": f(NONEMPTY, oneof="cluster_specifier"),
+    "cluster_header": f(HEADER_NAME, oneof="cluster_specifier"),
+    "runtime_fraction": f(Msg("RuntimeFractionalPercent")),
+    "trace_sampled": no(TRACING),
+    "disable_shadow_host_suffix_append": f(BOOL, False),
+    "request_headers_mutations": no("header mutations of mirrored requests are not supported"),
+    "host_rewrite_literal": no("host rewrites of mirrored requests are not supported"),
 }, required_oneofs=("cluster_specifier",))
 
 # config/core/v3/base.proto, type/v3/percent.proto: a share of requests (route runtime_fraction)
@@ -776,7 +783,8 @@ message("WeightedCluster", "envoy.config.route.v3.WeightedCluster", {
     "clusters": f(List(Msg("ClusterWeight"), min_items=1), required=True),
     # Deprecated in Envoy; when given, the weights must add up to it.
     "total_weight": f(Int("uint32", 1, 2**32 - 1)),
-    "runtime_key_prefix": no("runtime weight overrides are not supported", STRING, ""),
+    # Accepted and ignored with a warning at start (issue 4): the configured weights apply.
+    "runtime_key_prefix": f(STRING, ""),
     "header_name": no("header-driven cluster choice is not supported",
                       oneof="random_value_specifier"),
     "use_hash_policy": no("hash policies are not supported yet", BOOL, False),
