@@ -99,6 +99,43 @@ class Target:
         self.resp = None if resp.empty else resp
 
 
+class RetryPlan:
+    """A retry_policy compiled for the request path (the connection reads these attributes)."""
+    __slots__ = ("retry_on", "num_retries", "per_try_timeout", "base_interval", "max_interval",
+                 "retriable_status_codes", "previous_hosts", "host_selection_retry_max_attempts",
+                 "headers_fn", "request_fn", "reset_headers", "reset_max_interval")
+
+    def __init__(self, p: model.RetryPolicy | None):
+        if p is None:       # a plan only from x-envoy-retry-on: Envoy's RetryPolicy defaults
+            p = model.RetryPolicy()
+        self.retry_on = p.retry_on
+        self.num_retries = p.num_retries
+        self.per_try_timeout = p.per_try_timeout
+        self.base_interval, self.max_interval = p.base_interval, p.max_interval
+        self.retriable_status_codes = p.retriable_status_codes
+        self.previous_hosts = p.previous_hosts
+        self.host_selection_retry_max_attempts = p.host_selection_retry_max_attempts
+        # retriable_headers: a response matching any of them is retried (token retriable-headers)
+        self.headers_fn = _any_of(p.retriable_headers)
+        # retriable_request_headers: only requests matching one of them are retried
+        self.request_fn = _any_of(p.retriable_request_headers)
+        self.reset_headers = [(name.encode(), fmt) for name, fmt in p.reset_headers]
+        self.reset_max_interval = p.reset_max_interval
+
+    def copy(self) -> "RetryPlan":
+        c = RetryPlan.__new__(RetryPlan)
+        for name in RetryPlan.__slots__:
+            setattr(c, name, getattr(self, name))
+        return c
+
+
+def _any_of(matchers):
+    if not matchers:
+        return None
+    each = [compile_headers([m]) for m in matchers]
+    return lambda head: any(f(head) for f in each)
+
+
 class MirrorTarget:
     """One compiled request_mirror_policies entry."""
     __slots__ = ("cluster", "header", "clusters", "share", "host_suffix")
@@ -128,7 +165,8 @@ class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
                  "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
-                 "per_filter", "cluster_header", "not_found_code", "header_targets", "mirrors")
+                 "per_filter", "cluster_header", "not_found_code", "header_targets", "mirrors",
+                 "attempt_in_request", "attempt_in_response")
 
     def header_target(self, head):
         """cluster_header: the Target of the cluster the request header names, None when the
@@ -341,6 +379,8 @@ class RouteTable:
         e.timeout = 0
         e.cluster_header = None
         e.mirrors = ()
+        e.attempt_in_request = vh.include_request_attempt_count
+        e.attempt_in_response = vh.include_attempt_count_in_response
         # typed_per_filter_config: the most specific level wins, per filter (route over vhost)
         e.per_filter = {**vh.per_filter, **r.per_filter}
         levels = [r.edits, vh.edits, rc.edits]
@@ -361,7 +401,9 @@ class RouteTable:
             e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
             e.auto_host_rewrite = a.auto_host_rewrite
             e.hash_fn = compile_hash_policy(a.hash_policy) if a.hash_policy else None
-            e.retry = a.retry_policy
+            # a route's retry_policy replaces the virtual host's entirely (not merged)
+            policy = a.retry_policy or vh.retry_policy
+            e.retry = RetryPlan(policy) if policy is not None else None
             # request_mirror_policies: the most specific level that has any (not merged)
             policies = a.mirrors or vh.mirrors or rc.mirrors
             e.mirrors = tuple(MirrorTarget(m, clusters, runtime or {}) for m in policies)

@@ -129,7 +129,6 @@ def test_virtual_host_name_is_required():
 
 
 @pytest.mark.parametrize("field, value", [("require_tls", "ALL"),
-                                          ("retry_policy", {"retry_on": "5xx"}),
                                           ("cors", {}), ("rate_limits", [])])
 def test_virtual_host_features_not_supported_yet(field, value):
     doc = config()
@@ -704,3 +703,30 @@ def test_runtime_fraction_is_read_with_envoys_denominators():
         "route": {"cluster": "backend"}}
     m = built_route_config(config(route)).virtual_hosts[0].routes[0].match
     assert (m.fraction, m.fraction_runtime_key) == ((25, 10_000), "routing.canary")
+
+
+def test_retry_policy_reads_retriable_headers_and_rate_limited_back_off():
+    r = built_route(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "retry_policy": {
+        "retry_on": "retriable-headers,envoy-ratelimited",
+        "retriable_headers": [{"name": "X-Retry", "present_match": True}],
+        "rate_limited_retry_back_off": {"reset_headers": [{"name": "Retry-After"},
+                                                          {"name": "X-RateLimit-Reset",
+                                                           "format": "UNIX_TIMESTAMP"}]}}}}))
+    p = r.action.retry_policy
+    assert p.retriable_headers[0].name == "x-retry"
+    assert p.reset_headers == [("retry-after", "SECONDS"), ("x-ratelimit-reset", "UNIX_TIMESTAMP")]
+    assert p.reset_max_interval == 300.0     # Envoy's default
+
+
+def test_grpc_retry_tokens_are_not_supported_yet():
+    e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "retry_policy": {
+        "retry_on": "5xx,unavailable"}}}))
+    assert e.path == ROUTE + ".route.retry_policy.retry_on" and "'unavailable' is not supported yet" in e.reason
+
+
+def test_internal_address_config_with_a_bad_cidr_is_refused():
+    doc = config()
+    doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "internal_address_config"] = {"cidr_ranges": [{"address_prefix": "10.0.0.300", "prefix_len": 8}]}
+    e = refusal(doc)
+    assert e.path.endswith("internal_address_config.cidr_ranges[0]") and "invalid CIDR" in e.reason

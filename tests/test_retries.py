@@ -125,3 +125,184 @@ def test_unknown_retry_on_token_is_refused_with_its_path(tmp_path):
                        capture_output=True, text=True, cwd=str(ROOT), timeout=30)
     assert r.returncode == 1
     assert "route.retry_policy.retry_on: unknown retry_on token '5xxx'; did you mean '5xx'?" in r.stderr
+
+
+# ---- retry_on tokens that read the response's headers, retriable_request_headers ---------------
+
+def test_envoy_ratelimited_retries_a_response_carrying_x_envoy_ratelimited(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 429
+    b.fail_headers = [("x-envoy-ratelimited", "true")]
+    p = proxy(retry_config([a.port, b.port], {"retry_on": "envoy-ratelimited",
+                                               "retry_host_predicate": PREVIOUS}), workers=1)
+    assert collections.Counter(request(p.port)[0] for _ in range(10)) == {200: 10}
+    assert len(b.requests) > 0      # b's 429s were met and retried, never passed on
+
+
+def test_envoy_ratelimited_leaves_a_plain_429_alone(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 429
+    p = proxy(retry_config([a.port, b.port], {"retry_on": "envoy-ratelimited"}), workers=1)
+    assert collections.Counter(request(p.port)[0] for _ in range(10)) == {200: 5, 429: 5}
+
+
+def test_retriable_headers_retry_a_response_that_matches_one(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 500
+    b.fail_headers = [("x-upstream-retry", "yes")]
+    p = proxy(retry_config([a.port, b.port], {
+        "retry_on": "retriable-headers", "retry_host_predicate": PREVIOUS,
+        "retriable_headers": [{"name": "x-other", "present_match": True},
+                              {"name": "x-upstream-retry", "exact_match": "yes"}]}), workers=1)
+    assert collections.Counter(request(p.port)[0] for _ in range(10)) == {200: 10}
+
+
+def test_retriable_request_headers_limit_retries_to_matching_requests(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(retry_config([a.port, b.port], {
+        "retry_on": "5xx", "retry_host_predicate": PREVIOUS,
+        "retriable_request_headers": [{"name": "x-retry-me", "exact_match": "1"}]}), workers=1)
+    c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    plain, marked = collections.Counter(), collections.Counter()
+    for i in range(20):
+        marked_request = i % 4 < 2      # round robin alternates hosts: both kinds meet both hosts
+        c.request("GET", "/", headers={"x-retry-me": "1"} if marked_request else {})
+        r = c.getresponse()
+        r.read()
+        (marked if marked_request else plain)[r.status] += 1
+    assert marked == {200: 10}
+    assert plain[503] > 0
+
+
+def test_rate_limited_retry_back_off_waits_what_retry_after_says(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    b.fail_headers = [("retry-after", "1")]
+    p = proxy(retry_config([a.port, b.port], {
+        "retry_on": "5xx", "retry_host_predicate": PREVIOUS,
+        "retry_back_off": {"base_interval": "0.001s"},
+        "rate_limited_retry_back_off": {"reset_headers": [{"name": "Retry-After", "format": "SECONDS"}]}}),
+        workers=1)
+    took = []
+    for _ in range(4):
+        t0 = time.monotonic()
+        assert request(p.port)[0] == 200
+        took.append(time.monotonic() - t0)
+    slow = sorted(took)[-2:]       # the two that met host b first: Envoy waits U[1 s, 1.5 s)
+    assert all(t >= 1.0 for t in slow), took
+    assert sorted(took)[0] < 1.0, took
+
+
+def test_reset_header_over_max_interval_falls_back_to_the_exponential_back_off(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    b.fail_headers = [("retry-after", "30")]
+    p = proxy(retry_config([a.port, b.port], {
+        "retry_on": "5xx", "retry_host_predicate": PREVIOUS,
+        "rate_limited_retry_back_off": {"reset_headers": [{"name": "retry-after"}], "max_interval": "2s"}}),
+        workers=1)
+    t0 = time.monotonic()
+    assert [request(p.port)[0] for _ in range(4)] == [200] * 4
+    assert time.monotonic() - t0 < 10    # not 30 s per retry
+
+
+# ---- x-envoy-attempt-count, virtual host retry_policy ------------------------------------------
+
+def attempt_config(ports, **vhost_fields):
+    cfg = retry_config(ports, {"retry_on": "5xx", "retry_host_predicate": PREVIOUS})
+    vh = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]
+    vh.update(vhost_fields)
+    return cfg
+
+
+def test_attempt_count_reaches_the_upstream_and_the_client_when_enabled(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(attempt_config([a.port, b.port], include_request_attempt_count=True,
+                             include_attempt_count_in_response=True), workers=1)
+    seen = []
+    for _ in range(4):
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        seen.append(r.getheader("x-envoy-attempt-count"))
+        c.close()
+    assert set(seen) <= {"1", "2"} and "2" in seen     # b fails, so some requests took two tries
+    # every answer came from a, which saw the same counts the clients were told
+    sent = sorted({k.lower(): v for k, v in req["headers"]}["x-envoy-attempt-count"] for req in a.requests)
+    assert sent == sorted(seen)
+    assert all({k.lower(): v for k, v in req["headers"]}["x-envoy-attempt-count"] == "1" for req in b.requests)
+
+
+def test_attempt_count_is_absent_by_default(upstreams, proxy):
+    (a,) = upstreams(1)
+    p = proxy(attempt_config([a.port]), workers=1)
+    c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    c.request("GET", "/")
+    r = c.getresponse()
+    r.read()
+    assert r.getheader("x-envoy-attempt-count") is None
+    assert "x-envoy-attempt-count" not in {k.lower() for k, _ in a.requests[0]["headers"]}
+
+
+def test_virtual_host_retry_policy_applies_to_routes_without_one(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    cfg = simple_config([a.port, b.port])
+    vh = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]
+    vh["retry_policy"] = {"retry_on": "5xx", "retry_host_predicate": PREVIOUS}
+    p = proxy(cfg, workers=1)
+    assert collections.Counter(request(p.port)[0] for _ in range(10)) == {200: 10}
+
+
+# ---- x-envoy-* request headers from internal clients (internal_address_config) -------------------
+
+def internal_config(ports, internal=True, route=None):
+    hcm = {"use_remote_address": True}
+    if internal:
+        hcm["internal_address_config"] = {"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]}
+    return simple_config(ports, route=route, hcm_fields=hcm)
+
+
+def send(port, headers, path="/"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+def test_x_envoy_retry_on_from_an_internal_client_enables_retries(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(internal_config([a.port, b.port]), workers=1)
+    assert collections.Counter(send(p.port, {"x-envoy-retry-on": "5xx"}) for _ in range(10)) == {200: 10}
+    assert all("x-envoy-retry-on" not in {k.lower() for k, _ in r["headers"]} for r in a.requests)
+
+
+def test_x_envoy_retry_on_from_a_client_outside_internal_address_config_is_ignored(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(internal_config([a.port, b.port], internal=False), workers=1)
+    assert collections.Counter(send(p.port, {"x-envoy-retry-on": "5xx"}) for _ in range(10)) == {200: 5, 503: 5}
+
+
+def test_x_envoy_max_retries_zero_turns_the_routes_retries_off(upstreams, proxy):
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(internal_config([a.port, b.port], route={"cluster": "backend", "retry_policy": {
+        "retry_on": "5xx", "retry_host_predicate": PREVIOUS}}), workers=1)
+    assert collections.Counter(send(p.port, {"x-envoy-max-retries": "0"}) for _ in range(10)) == {200: 5, 503: 5}
+
+
+def test_x_envoy_upstream_rq_timeout_ms_from_an_internal_client_sets_the_route_timeout(upstreams, proxy):
+    (a,) = upstreams(1)
+    p = proxy(internal_config([a.port]), workers=1)
+    assert send(p.port, {"x-envoy-upstream-rq-timeout-ms": "300"}, "/delay/3") == 504
+    got = {k.lower(): v for k, v in a.requests[0]["headers"]}
+    assert got["x-envoy-expected-rq-timeout-ms"] == "300"

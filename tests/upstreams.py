@@ -16,7 +16,7 @@ Paths:
   /eof/N              N bytes of body, no Content-Length, ends by closing (HTTP/1.0 style framing)
   /slowbody/N         N bytes body written in 1 KiB pieces with small pauses
 Anything else: 200 "ok from <name>". A test may set `fail_status` (every path but /health answers
-it: a broken host) or `delay_s` (plain requests answered that late: a slow host).
+it, with `fail_headers`: a broken host) or `delay_s` (plain requests answered that late: a slow host).
 """
 from __future__ import annotations
 
@@ -101,6 +101,7 @@ class Upstream:
         self.open_connections = 0
         self.health_status = health_status
         self.fail_status = 0    # when set, plain requests get this status (a broken host)
+        self.fail_headers = []  # (name, value) response headers sent with fail_status
         self.delay_s = 0.0      # when set, plain requests are answered this late (a slow host)
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,7 +139,7 @@ class Upstream:
         kind = parts[0]
         arg = parts[1] if len(parts) > 1 else ""
         if self.fail_status and kind != "health":
-            conn.send(self.fail_status, f"fail from {self.name}".encode())
+            conn.send(self.fail_status, f"fail from {self.name}".encode(), self.fail_headers)
         elif kind == "echo":
             conn.send(200, json.dumps(req).encode(), [("content-type", "application/json")])
         elif kind == "status":

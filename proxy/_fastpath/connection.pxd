@@ -95,6 +95,8 @@ cdef class Downstream:
     cdef bint cb_retry                 # holds one unit of the cluster's max_retries
     cdef public bytes filter_extra     # request header lines the HTTP filters add upstream
     cdef list mirrors                  # (cluster, host suffix) shadows still to send, or None
+    cdef double route_timeout          # the route timeout of the request in flight (x-envoy-upstream-rq-timeout-ms may change it)
+    cdef double retry_after            # rate_limited_retry_back_off interval for the next retry; < 0: none
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -117,7 +119,7 @@ cdef class Downstream:
     cdef _set_flag(self, str flag)
     cdef _reset_log_state(self)
     cdef bint _use_host(self, object host, object cluster)
-    cdef int _retry_wanted(self, int kind, int status)
+    cdef int _retry_wanted(self, int kind, int status, ResponseHead rh)
     cdef bint _schedule_retry(self)
     cdef _arm_try_deadline(self)
     cdef _set_deadline(self, double seconds, int kind)

@@ -19,6 +19,8 @@ from proxy._fastpath.forward import upstream_request_head
 from proxy.access_log.record import LogRecord, headers_with
 from proxy.filters import Reply as FilterReply
 from proxy.shadow import shadow_head
+from proxy.config.routes import RETRY_ON_SUPPORTED
+from proxy.router import RetryPlan
 from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
                                    parse_request, parse_response)
 
@@ -409,9 +411,17 @@ cdef class Downstream:
         self.route_deadline = 0.0
         self.sent_upstream = False
         self.retry = entry.retry
+        self.route_timeout = entry.timeout
+        cdef bytes timeout_line = entry.timeout_line
+        if hcm.internal is not None:
+            # internal_address_config: internal clients may steer retries and timeouts
+            timeout_line = self._envoy_request_headers(head, timeout_line)
+        self.attempt = 1
+        if self.retry is not None and self.retry.request_fn is not None and not self.retry.request_fn(head):
+            self.retry = None   # retriable_request_headers: this request is not one to retry
         if self.retry is not None:
             self.retries_left = self.retry.num_retries
-            self.attempt = 1
+            self.retry_after = -1.0
             self.body_copy = []
             self.body_copy_size = 0
             self.tried = {host.slot}
@@ -434,7 +444,7 @@ cdef class Downstream:
         else:
             host_hdr = head.host
         cdef bytes headers = head.headers
-        cdef bytes extra = entry.timeout_line
+        cdef bytes extra = timeout_line
         if self.filter_extra:
             extra = self.filter_extra + extra
         if target.req is not None:
@@ -508,7 +518,10 @@ cdef class Downstream:
     cdef _send_upstream(self, Upstream up):
         self.up = up
         self.sent_upstream = True
-        up.send(self, self.upstream_head, self.is_head)
+        cdef bytes head = self.upstream_head
+        if self.entry.attempt_in_request:    # include_request_attempt_count
+            head = head[:len(head) - 2] + b"x-envoy-attempt-count: %d\r\n\r\n" % self.attempt
+        up.send(self, head, self.is_head)
         if self.pending:
             up.transport.write(b"".join(self.pending))
             self.pending = None
@@ -540,7 +553,7 @@ cdef class Downstream:
         if self.seq == seq and self.in_req and not self.closed:
             w.count("upstream_cx_connect_fail")
             self._record(503, True)
-            if self._retry_wanted(F_CONNECT, 503) == 1 and self._schedule_retry():
+            if self._retry_wanted(F_CONNECT, 503, None) == 1 and self._schedule_retry():
                 return
             self._fail(503, RESET_BEFORE_HEADERS + reason, "UF")
 
@@ -621,14 +634,14 @@ cdef class Downstream:
         if self.body_copy is None:      # over the buffer limit: counted when it was dropped
             return
         body = list(self.body_copy) if self.body_copy else None
-        timeout = self.entry.timeout
+        timeout = self.route_timeout
         for cluster, suffix in mirrors:
             self.w.shadows.send(cluster, shadow_head(self.upstream_head, suffix), body, timeout)
 
     cdef _arm_route_timeout(self):
         # Envoy's route timeout starts when the downstream request is complete; it covers
         # every try of a retried request.
-        cdef double t = self.entry.timeout
+        cdef double t = self.route_timeout
         if t:
             self.route_deadline = self.w.loop_time() + t
             self.deadline = self.route_deadline
@@ -645,8 +658,10 @@ cdef class Downstream:
     cdef on_response_head(self, ResponseHead rh, Upstream up, bytes body):
         cdef int wanted
         if self.retry is not None:
-            wanted = self._retry_wanted(F_STATUS, rh.status)
+            wanted = self._retry_wanted(F_STATUS, rh.status, rh)
             if wanted == 1 and self._retry_possible():
+                if self.retry.reset_headers:
+                    self.retry_after = _reset_interval(self.retry, rh)
                 # drop this answer (and its connection) before a byte of it went downstream
                 self._record(rh.status, False)
                 self.up = None
@@ -679,6 +694,8 @@ cdef class Downstream:
             extra = hcm.svc_lines[svc]
         else:
             extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + hcm.server_line
+        if self.entry.attempt_in_response:   # include_attempt_count_in_response
+            extra += b"x-envoy-attempt-count: %d\r\n" % self.attempt
         cdef bytes headers = rh.headers
         resp = self.target.resp
         if resp is not None:
@@ -741,7 +758,7 @@ cdef class Downstream:
             return
         self.up = None
         self._record(503, True)
-        if self._retry_wanted(F_RESET, 503) == 1 and self._schedule_retry():
+        if self._retry_wanted(F_RESET, 503, None) == 1 and self._schedule_retry():
             return
         self._fail(503, RESET_BEFORE_HEADERS + reason, "UC")
 
@@ -776,7 +793,7 @@ cdef class Downstream:
                 self.cst.s.gauge_add(self.cst.rq_active, -1)
 
     # ---- retries (the route's retry_policy) ----------------------------------------------------
-    cdef int _retry_wanted(self, int kind, int status):
+    cdef int _retry_wanted(self, int kind, int status, ResponseHead rh):
         """0: not a retriable failure; 1: retry it; 2: retriable but no retry left (URX)."""
         r = self.retry
         if r is None or self.closed or self.resp_started:
@@ -794,7 +811,9 @@ cdef class Downstream:
             match = (("5xx" in on and status >= 500)
                      or ("gateway-error" in on and (status == 502 or status == 503 or status == 504))
                      or ("retriable-4xx" in on and status == 409)
-                     or ("retriable-status-codes" in on and status in r.retriable_status_codes))
+                     or ("retriable-status-codes" in on and status in r.retriable_status_codes)
+                     or ("envoy-ratelimited" in on and rh.get(b"x-envoy-ratelimited") is not None)
+                     or ("retriable-headers" in on and r.headers_fn is not None and r.headers_fn(rh)))
         if not match:
             return 0
         if kind != F_CONNECT and self.sent_upstream and self.head.method not in IDEMPOTENT:
@@ -830,9 +849,76 @@ cdef class Downstream:
         if self.route_deadline and self.deadline_kind == C_PER_TRY:
             self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
-        window = min(r.base_interval * (2 ** (self.attempt - 2)), r.max_interval)
-        self.w.loop.call_later(_random() * window, self._do_retry, self.seq)
+        if self.retry_after >= 0:
+            # rate_limited_retry_back_off: the upstream said when; Envoy waits U[t, 1.5 t)
+            delay = self.retry_after * (1.0 + 0.5 * _random())
+            self.retry_after = -1.0
+        else:
+            window = min(r.base_interval * (2 ** (self.attempt - 2)), r.max_interval)
+            delay = _random() * window
+        self.w.loop.call_later(delay, self._do_retry, self.seq)
         return True
+
+    def _envoy_request_headers(self, RequestHead head, bytes timeout_line):
+        """x-envoy-retry-on, x-envoy-max-retries, x-envoy-upstream-rq-timeout-ms and
+        x-envoy-upstream-rq-per-try-timeout-ms from an internal client (router_filter.rst);
+        returns the x-envoy-expected-rq-timeout-ms line to send."""
+        get = head.get
+        retry_on = get(b"x-envoy-retry-on")
+        max_retries = get(b"x-envoy-max-retries")
+        timeout = get(b"x-envoy-upstream-rq-timeout-ms")
+        per_try = get(b"x-envoy-upstream-rq-per-try-timeout-ms")
+        if retry_on is None and max_retries is None and timeout is None and per_try is None:
+            return timeout_line
+        if not self._internal(head):
+            return timeout_line
+        plan = self.retry
+        copied = False
+        if retry_on is not None:
+            tokens = {t.strip() for t in retry_on.decode("latin-1").split(",")} & RETRY_ON_SUPPORTED
+            if tokens:      # OR-ed with the route's policy; alone, Envoy's defaults (1 retry)
+                plan = plan.copy() if plan is not None else RetryPlan(None)
+                copied = True
+                plan.retry_on = plan.retry_on | tokens
+        if max_retries is not None and max_retries.strip().isdigit() and plan is not None and plan.retry_on:
+            if not copied:
+                plan = plan.copy()
+                copied = True
+            plan.num_retries = int(max_retries)
+        if timeout is not None and timeout.strip().isdigit():
+            self.route_timeout = int(timeout) / 1000.0
+            timeout_line = (b"x-envoy-expected-rq-timeout-ms: %d\r\n" % int(timeout)
+                            if self.route_timeout else b"")
+        if per_try is not None and per_try.strip().isdigit():
+            t = int(per_try) / 1000.0
+            if t and (not self.route_timeout or t < self.route_timeout):   # else ignored, as Envoy
+                if plan is None:
+                    plan = RetryPlan(None)
+                    plan.retry_on = frozenset()
+                elif not copied:
+                    plan = plan.copy()
+                plan.per_try_timeout = t
+        self.retry = plan
+        return timeout_line
+
+    def _internal(self, RequestHead head):
+        """Envoy's internal request: after x-forwarded-for handling there is exactly one address
+        and it is in internal_address_config (use_remote_address: the peer, with no incoming
+        XFF; else the single XFF entry)."""
+        hcm = self.hcm
+        if hcm.use_remote_address:
+            if head.xff is not None:
+                return False
+            addr = self.peer
+        else:
+            if head.xff is None or b"," in head.xff:
+                return False
+            addr = head.xff.strip()
+        try:
+            ip = _ip_address(addr.decode("latin-1"))
+        except ValueError:
+            return False
+        return any(ip in net for net in hcm.internal)
 
     def _retry_possible(self):
         """Whether the retry circuit breaker has room (checked before a response is dropped)."""
@@ -1061,7 +1147,7 @@ cdef class Downstream:
             if up is not None:
                 self.up = None
                 up.close()
-            if self._retry_wanted(F_PER_TRY, 504) == 1 and self._schedule_retry():
+            if self._retry_wanted(F_PER_TRY, 504, None) == 1 and self._schedule_retry():
                 return
             if self.cst is not None:
                 self.cst.s.inc(self.cst.rq_timeout)
@@ -1104,6 +1190,27 @@ cdef class Downstream:
 
 import random as _random_module
 _random = _random_module.random
+
+import ipaddress as _ipaddress
+import time as _time
+_ip_address = _ipaddress.ip_address
+
+
+def _reset_interval(r, ResponseHead rh):
+    """rate_limited_retry_back_off: the first reset header that parses to an interval within
+    max_interval (Retry-After in SECONDS, X-RateLimit-Reset as a UNIX_TIMESTAMP); -1 if none."""
+    for name, fmt in r.reset_headers:
+        v = rh.get(name)
+        if v is None or not v.strip().isdigit():
+            continue
+        t = float(int(v))
+        if fmt == "UNIX_TIMESTAMP":
+            t -= _time.time()
+            if t < 0:
+                continue
+        if t <= r.reset_max_interval:
+            return t
+    return -1.0
 
 
 cdef _count_connect_fail(ClusterStats cst, bint timeout):

@@ -112,7 +112,21 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         access_logs=[_access_log(entry, index(join(path, "access_log"), i))
                      for i, entry in enumerate(h["access_log"])],
         filters=built,
+        internal_cidrs=_internal_cidrs(h["internal_address_config"], join(path, "internal_address_config")),
     )
+
+
+def _internal_cidrs(cfg, path: str):
+    if cfg is None:
+        return None
+    out = []
+    for i, r in enumerate(cfg["cidr_ranges"]):
+        text = f"{r['address_prefix']}/{r['prefix_len']}"
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError as e:
+            raise ConfigError(index(join(path, "cidr_ranges"), i), f"invalid CIDR range {text!r}: {e}")
+    return out
 
 
 def _access_log(entry: dict, path: str) -> AccessLogConfig:

@@ -81,6 +81,11 @@ class RetryPolicy:
     retriable_status_codes: frozenset[int] = frozenset()
     previous_hosts: bool = False             # retry_host_predicate envoy.retry_host_predicates.previous_hosts
     host_selection_retry_max_attempts: int = 1
+    retriable_headers: list[HeaderMatcher] = field(default_factory=list)          # with retry_on retriable-headers
+    retriable_request_headers: list[HeaderMatcher] = field(default_factory=list)  # the request must match one
+    # rate_limited_retry_back_off: (lower-cased header name, "SECONDS" | "UNIX_TIMESTAMP"), in order
+    reset_headers: list[tuple[str, str]] = field(default_factory=list)
+    reset_max_interval: float = 300.0
 
 
 @dataclass(slots=True)
@@ -146,6 +151,9 @@ class VirtualHost:
     edits: HeaderEdits = field(default_factory=HeaderEdits)
     per_filter: dict[str, Any] = field(default_factory=dict)   # typed_per_filter_config, as on Route
     mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
+    retry_policy: Optional[RetryPolicy] = None   # used by routes that have none of their own
+    include_request_attempt_count: bool = False      # x-envoy-attempt-count on the upstream request
+    include_attempt_count_in_response: bool = False  # ... and on the response
 
 
 @dataclass(slots=True)
@@ -225,6 +233,9 @@ class HttpConnectionManager:
     server_name: str = "cyvoy"               # Envoy says "envoy"; we are not Envoy
     access_logs: list[AccessLogConfig] = field(default_factory=list)
     filters: list[HttpFilter] = field(default_factory=list)   # http_filters before the router
+    # internal_address_config.cidr_ranges as "addr/len" (None: not configured, no client is
+    # internal, so x-envoy-* request headers never steer retries or timeouts)
+    internal_cidrs: Optional[list[str]] = None
 
 
 @dataclass(slots=True)

@@ -116,6 +116,10 @@ def _virtual_host(vh: dict, path: str, clusters: Collection[str], seen: dict[str
               for i, r in enumerate(vh["routes"])]
     return VirtualHost(name=vh["name"], domains=domains, routes=routes,
                        edits=build_edits(vh, path),
+                       retry_policy=_retry_policy(vh["retry_policy"], join(path, "retry_policy"))
+                       if vh["retry_policy"] is not None else None,
+                       include_request_attempt_count=vh["include_request_attempt_count"],
+                       include_attempt_count_in_response=vh["include_attempt_count_in_response"],
                        per_filter=build_per_filter(vh["typed_per_filter_config"],
                                                    join(path, "typed_per_filter_config"), filters),
                        mirrors=_mirrors(vh, path, clusters))
@@ -278,10 +282,12 @@ def _mirrors(msg: dict, path: str, clusters: Collection[str]) -> list[MirrorPoli
 
 
 # retry_on tokens (Envoy's router_filter.rst, retry_state_impl.cc parseRetryOn)
+# refused-stream is an HTTP/2 reset: cyvoy's HTTP/1.1 upstreams never send one, as with Envoy's
+# HTTP/1.1 upstreams, so the token is accepted and never fires.
 RETRY_ON_SUPPORTED = frozenset({"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
-                                "retriable-4xx", "retriable-status-codes"})
-RETRY_ON_NOT_YET = frozenset({"envoy-ratelimited", "refused-stream", "retriable-headers",
-                              "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
+                                "retriable-4xx", "retriable-status-codes", "envoy-ratelimited",
+                                "retriable-headers", "refused-stream"})
+RETRY_ON_NOT_YET = frozenset({"http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
                               "resource-exhausted", "unavailable"})
 
 
@@ -313,7 +319,15 @@ def _retry_policy(r: dict, path: str) -> RetryPolicy:
                        max_interval=top if top is not None else 10 * base,
                        retriable_status_codes=frozenset(r["retriable_status_codes"]),
                        previous_hosts=previous,
-                       host_selection_retry_max_attempts=max(0, r["host_selection_retry_max_attempts"]))
+                       host_selection_retry_max_attempts=max(0, r["host_selection_retry_max_attempts"]),
+                       retriable_headers=[header_matcher(h, index(join(path, "retriable_headers"), i))
+                                          for i, h in enumerate(r["retriable_headers"])],
+                       retriable_request_headers=[
+                           header_matcher(h, index(join(path, "retriable_request_headers"), i))
+                           for i, h in enumerate(r["retriable_request_headers"])],
+                       reset_headers=[(h["name"].lower(), h["format"]) for h in
+                                      (r["rate_limited_retry_back_off"] or {}).get("reset_headers", [])],
+                       reset_max_interval=(r["rate_limited_retry_back_off"] or {}).get("max_interval", 300.0))
 
 
 def _hash_policy(h: dict) -> HashPolicy:

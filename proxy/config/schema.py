@@ -277,7 +277,8 @@ message("HttpConnectionManager",
     "xff_num_trusted_hops": f(UINT32, 0),
     "original_ip_detection_extensions": no("original IP detection extensions are not supported"),
     "early_header_mutation_extensions": no("early header mutations are not supported"),
-    "internal_address_config": no("internal address configuration is not supported yet"),
+    # which clients may steer retries and timeouts with x-envoy-* request headers
+    "internal_address_config": f(Msg("InternalAddressConfig")),
     "skip_xff_append": no("skip_xff_append is not supported yet", BOOL, False),
     "via": no("the Via header is not supported yet", STRING, ""),
     "generate_request_id": f(BOOL, True),
@@ -566,12 +567,12 @@ message("VirtualHost", "envoy.config.route.v3.VirtualHost", {
     **_header_edits(),
     "cors": no(CORS),
     "typed_per_filter_config": f(PER_FILTER_MAP, {}),
-    "include_request_attempt_count": no(RETRIES, BOOL, False),
-    "include_attempt_count_in_response": no(RETRIES, BOOL, False),
-    "retry_policy": no(RETRIES),
+    "include_request_attempt_count": f(BOOL, False),
+    "include_attempt_count_in_response": f(BOOL, False),
+    "retry_policy": f(Msg("RetryPolicy")),
     "retry_policy_typed_config": no(RETRIES),
     "hedge_policy": no("request hedging is not supported"),
-    "include_is_timeout_retry_header": no(RETRIES, BOOL, False),
+    "include_is_timeout_retry_header": no("x-envoy-is-timeout-retry is not supported", BOOL, False),
     "per_request_buffer_limit_bytes": no(BUFFER_LIMITS),
     "request_body_buffer_limit": no(BUFFER_LIMITS),
     "request_mirror_policies": f(List(Msg("RequestMirrorPolicy"))),
@@ -732,10 +733,33 @@ message("RetryPolicy", "envoy.config.route.v3.RetryPolicy", {
     "host_selection_retry_max_attempts": f(INT64, 1),
     "retriable_status_codes": f(List(UINT32), []),
     "retry_back_off": f(Msg("RetryBackOff")),
-    "rate_limited_retry_back_off": no("rate-limited retry back-off is not supported yet"),
-    "retriable_headers": no("retriable response headers are not supported yet"),
-    "retriable_request_headers": no("retriable request headers are not supported yet"),
+    "rate_limited_retry_back_off": f(Msg("RateLimitedRetryBackOff")),
+    "retriable_headers": f(List(Msg("HeaderMatcher"))),
+    "retriable_request_headers": f(List(Msg("HeaderMatcher"))),
 })
+
+message("RateLimitedRetryBackOff", "envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff", {
+    "reset_headers": f(List(Msg("ResetHeader"), min_items=1), required=True),
+    "max_interval": f(POSITIVE_DURATION, 300.0),
+})
+
+message("ResetHeader", "envoy.config.route.v3.RetryPolicy.ResetHeader", {
+    "name": f(HEADER_NAME, required=True),
+    "format": f(Enum(("SECONDS", "UNIX_TIMESTAMP")), "SECONDS"),
+})
+
+message("CidrRange", "envoy.config.core.v3.CidrRange", {
+    "address_prefix": f(NONEMPTY, required=True),
+    "prefix_len": f(Int("uint32", 0, 128), 0),
+})
+
+# extensions/filters/network/http_connection_manager/v3: InternalAddressConfig
+message("InternalAddressConfig",
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager."
+        "InternalAddressConfig", {
+            "unix_sockets": no("cyvoy listens on TCP only", BOOL, False),
+            "cidr_ranges": f(List(Msg("CidrRange"))),
+        })
 
 message("RetryBackOff", "envoy.config.route.v3.RetryPolicy.RetryBackOff", {
     "base_interval": f(POSITIVE_DURATION, required=True),
