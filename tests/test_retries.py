@@ -306,3 +306,32 @@ def test_x_envoy_upstream_rq_timeout_ms_from_an_internal_client_sets_the_route_t
     assert send(p.port, {"x-envoy-upstream-rq-timeout-ms": "300"}, "/delay/3") == 504
     got = {k.lower(): v for k, v in a.requests[0]["headers"]}
     assert got["x-envoy-expected-rq-timeout-ms"] == "300"
+
+
+# ---- back-off windows ----------------------------------------------------------------------------
+
+def test_backoff_window_doubles_per_retry_up_to_max_interval():
+    from proxy._fastpath.connection import backoff_delay
+    # retry k waits U[0, min(base * 2^(k-1), max)): the top of each window, u -> 1
+    tops = [backoff_delay(k, 0.025, 0.25, 0.999999) for k in range(1, 7)]
+    assert [round(t, 4) for t in tops] == [0.025, 0.05, 0.1, 0.2, 0.25, 0.25]
+    assert backoff_delay(3, 0.025, 0.25, 0.0) == 0.0
+    assert backoff_delay(2, 0.025, 0.25, 0.5) == 0.025
+
+
+def test_live_back_off_waits_stay_inside_their_windows(upstreams, proxy):
+    # an always failing host, 2 retries, base 0.2 s: the waits are U[0, 0.2) + U[0, 0.4), so a
+    # request takes at most 0.6 s plus the exchanges, and on average about 0.3 s
+    (b,) = upstreams(1)
+    b.fail_status = 503
+    p = proxy(retry_config([b.port], {"retry_on": "5xx", "num_retries": 2,
+                                       "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"}}),
+              workers=1)
+    took = []
+    for _ in range(12):
+        t0 = time.monotonic()
+        assert request(p.port)[0] == 503
+        took.append(time.monotonic() - t0)
+    assert len(b.requests) == 36                     # 1 try + 2 retries each
+    assert max(took) < 0.6 + 0.4                     # wide: the windows' sum plus slack
+    assert sum(took) / len(took) > 0.1               # the waits happen (mean wait 0.3 s)

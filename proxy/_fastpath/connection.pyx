@@ -854,8 +854,7 @@ cdef class Downstream:
             delay = self.retry_after * (1.0 + 0.5 * _random())
             self.retry_after = -1.0
         else:
-            window = min(r.base_interval * (2 ** (self.attempt - 2)), r.max_interval)
-            delay = _random() * window
+            delay = backoff_delay(self.attempt - 1, r.base_interval, r.max_interval, _random())
         self.w.loop.call_later(delay, self._do_retry, self.seq)
         return True
 
@@ -1194,6 +1193,13 @@ _random = _random_module.random
 import ipaddress as _ipaddress
 import time as _time
 _ip_address = _ipaddress.ip_address
+
+
+cpdef double backoff_delay(int k, double base, double top, double u):
+    """The wait before retry k (1, 2, ...) for a uniform draw u in [0, 1): Envoy's fully jittered
+    exponential back-off, U[0, min(base * 2^(k-1), max)) (source/common/common/backoff_strategy.cc,
+    JitteredExponentialBackOffStrategy, current code)."""
+    return u * min(base * (2.0 ** (k - 1)), top)
 
 
 def _reset_interval(r, ResponseHead rh):
