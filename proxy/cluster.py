@@ -7,6 +7,7 @@ keeps, per slot, a `Host` with its own connection pool; `_fastpath.lb` picks a s
 """
 from __future__ import annotations
 
+import collections
 import logging
 
 from proxy._fastpath.lb import make_lb
@@ -17,7 +18,8 @@ log = logging.getLogger("cyvoy.cluster")
 
 class Host:
     """One upstream endpoint in this worker: where to connect, and the idle connections to it."""
-    __slots__ = ("slot", "address", "port", "hostname", "idle", "label", "host_header")
+    __slots__ = ("slot", "address", "port", "hostname", "idle", "label", "host_header", "n_conns",
+                 "waiting")
 
     def __init__(self, slot: int, address: str, port: int, hostname: str = ""):
         self.slot = slot
@@ -25,6 +27,9 @@ class Host:
         self.port = port
         self.hostname = hostname
         self.idle: list = []   # idle upstream connections, most recently used last
+        self.n_conns = 0       # this worker's connections to the host: connecting, busy or idle
+        # requests waiting for a connection (max_connections reached): (Downstream, token), FIFO
+        self.waiting: collections.deque = collections.deque()
         self.label = f"{address}:{port}"
         # what auto_host_rewrite puts in Host: the endpoint's hostname (DNS name for *_DNS clusters)
         self.host_header = hostname.encode() if hostname else None

@@ -44,6 +44,9 @@ class WorkerProc:
     stopping: bool = False
     stats_slot: int = -1
     store: object = None
+    table: object = None        # the generation's host table (circuit-breaker units to give back)
+    layout: object = None
+    registry: object = None
 
 
 @dataclass
@@ -224,7 +227,8 @@ class Master:
         pid = _fork(child)
         os.close(w)
         self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic(),
-                                       stats_slot=stats_slot, store=store)
+                                       stats_slot=stats_slot, store=store, table=self.table,
+                                       layout=self.layout, registry=self.registry)
         self._publish_workers()
         log.debug("started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
@@ -444,6 +448,7 @@ class Master:
     def _retire_stats_of(self, pid: int) -> None:
         w = self.workers.get(pid)
         if w is not None:
+            _return_breaker_units(w)
             self._retire((w.store, w.stats_slot))
         elif pid in self._retiring:
             self._retire(self._retiring.pop(pid))
@@ -635,6 +640,23 @@ def raise_open_file_limit() -> None:
     if soft < 65536:
         log.warning("open-file limit is %d: at most about %d proxied connections per process; "
                     "raise it (systemd: LimitNOFILE=, shell: ulimit -n) for more", soft, soft // 2)
+
+
+def _return_breaker_units(w: WorkerProc) -> None:
+    """A worker that died (or exited) with requests or connections open still holds their
+    circuit-breaker units in the shared table: its own gauges say how many; give them back."""
+    if w.table is None or w.registry is None or w.store is None or w.stats_slot < 0:
+        return
+    for name in w.registry.clusters:
+        try:
+            idx = w.registry.cluster_indexes(name)
+            c = w.layout.clusters[name].index
+            w.table.circuit_breaker_return(
+                c, w.store.slot_gauge(w.stats_slot, idx.upstream_rq_active),
+                w.store.slot_gauge(w.stats_slot, idx.upstream_cx_active),
+                w.store.slot_gauge(w.stats_slot, idx.upstream_rq_pending_active))
+        except (KeyError, IndexError, AttributeError) as e:
+            log.debug("circuit breaker units of worker %d: %s", w.pid, e)
 
 
 def _describe(status: int) -> str:

@@ -23,7 +23,7 @@ from proxy._fastpath.forward import seed_request_ids
 from proxy._fastpath.lb import reseed as reseed_lb
 from proxy.cluster import Cluster
 from proxy.config.model import Bootstrap
-from proxy._fastpath.connection import ClusterStats, HcmStats
+from proxy._fastpath.connection import ClusterStats, HcmStats, wake_waiters
 from proxy.connection_manager import Downstream, Hcm
 from proxy.filters import FilterChain, SharedFilterState
 from proxy.router import RouteTable
@@ -79,7 +79,8 @@ class Worker:
         for name, cfg in self.bootstrap.clusters.items():
             c = Cluster(cfg, self.table, self.layout.clusters[name])
             c.stats = ClusterStats(self.slot_stats, self.registry.cluster_indexes(name))
-            c.stats.set_breakers(self.table, self.layout.clusters[name].index, _default_thresholds(cfg))
+            c.stats.set_breakers(self.table, self.layout.clusters[name].index, _default_thresholds(cfg),
+                                 _per_host_thresholds(cfg))
             self.clusters[name] = c
 
     async def serve(self, socks: dict, ready_fd: int) -> int:
@@ -133,6 +134,11 @@ class Worker:
             for hcm in self.hcms:
                 if hcm.access_logs is not None:
                     hcm.access_logs.flush()
+        # requests waiting for a connection: another worker may have freed a slot
+        for c in self.clusters.values():
+            for h in c.by_slot:
+                if h is not None and h.waiting:
+                    wake_waiters(h)
         if self._ticks % 4 == 0:    # DNS answers the health-check process wrote into the table
             for c in self.clusters.values():
                 if c.refresh():
@@ -198,6 +204,12 @@ def _default_thresholds(cfg):
         if t.get("priority", "DEFAULT") == "DEFAULT":
             return t
     return None
+
+
+def _per_host_thresholds(cfg):
+    """per_host_thresholds (Envoy honours only its max_connections), or None."""
+    per_host = (cfg.circuit_breakers or {}).get("per_host_thresholds") or []
+    return per_host[0] if per_host else None
 
 
 def _ssl_context(tls) -> ssl.SSLContext:

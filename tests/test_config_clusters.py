@@ -440,9 +440,7 @@ def test_support_gate_has_no_whole_feature_left_to_refuse():
 
 
 @pytest.mark.parametrize("threshold, field", [
-    ({"max_connections": 10}, "max_connections"),
-    ({"max_pending_requests": 10}, "max_pending_requests"),
-    ({"track_remaining": True}, "track_remaining"),
+    ({"max_connection_pools": 10}, "max_connection_pools"),
     ({"priority": "HIGH"}, "priority"),
 ])
 def test_circuit_breaker_fields_not_run_yet_are_refused_with_their_path(threshold, field):
@@ -453,6 +451,12 @@ def test_circuit_breaker_fields_not_run_yet_are_refused_with_their_path(threshol
 def test_request_and_retry_breakers_pass_the_support_gate():
     load_dict(config(circuit_breakers={"thresholds": [
         {"max_requests": 10, "max_retries": 2, "retry_budget": {"budget_percent": {"value": 25}}}]}))
+
+
+def test_connection_and_pending_breakers_pass_the_support_gate():
+    load_dict(config(circuit_breakers={"thresholds": [
+        {"max_connections": 10, "max_pending_requests": 5, "track_remaining": True}],
+        "per_host_thresholds": [{"max_connections": 2}]}))
 
 
 @pytest.mark.parametrize("fields", [

@@ -21,10 +21,11 @@ cdef class ClusterStats:
     cdef Py_ssize_t rq_total, rq_active, rq_1xx, rq_code_base, rq_time, rq_timeout
     cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_connect_fail, cx_connect_timeout
     cdef Py_ssize_t rq_retry, rq_retry_success, rq_retry_limit_exceeded, retry_abandoned
-    cdef Py_ssize_t rq_pending_overflow, rq_retry_overflow
+    cdef Py_ssize_t rq_pending_overflow, rq_retry_overflow, cx_overflow, rq_pending_total, rq_pending_active
     # circuit breakers (thresholds of priority DEFAULT) over the cluster's shared counters
     cdef cyv_ht_cluster *rec
     cdef long long max_requests, max_retries, min_retry_concurrency
+    cdef long long max_connections, max_pending, max_host_connections
     cdef double budget_percent         # < 0: no retry_budget, max_retries applies
     cdef long long retry_limit(self)
 
@@ -93,6 +94,8 @@ cdef class Downstream:
     cdef double route_deadline
     cdef bint cb_request               # holds one unit of the cluster's max_requests
     cdef bint cb_retry                 # holds one unit of the cluster's max_retries
+    cdef bint cb_pending               # holds one unit of max_pending_requests (waits for a connection)
+    cdef long long wait_token          # identifies its entry in a host's queue of pending requests
     cdef public bytes filter_extra     # request header lines the HTTP filters add upstream
     cdef list mirrors                  # (cluster, host suffix) shadows still to send, or None
     cdef double route_timeout          # the route timeout of the request in flight (x-envoy-upstream-rq-timeout-ms may change it)
@@ -101,7 +104,8 @@ cdef class Downstream:
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
     cdef _route(self)
-    cdef _dispatch(self, object host)
+    cdef bint _dispatch(self, object host)
+    cdef _release_pending(self)
     cdef _send_upstream(self, Upstream up)
     cdef _request_body(self, bytes data)
     cdef _to_upstream(self, bytes data)
@@ -145,6 +149,7 @@ cdef class Upstream:
     cdef bint no_body
     cdef public long long uses
     cdef ClusterStats cst
+    cdef HostTable table
 
     cdef send(self, Downstream ds, bytes head, bint no_body)
     cdef _received(self, bytes data, Downstream ds)

@@ -25,7 +25,8 @@ from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk,
                                    parse_request, parse_response)
 
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
-from proxy._fastpath.hosttable cimport HostTable, cyv_monotonic_ns, ht_cb_acquire, ht_cb_release, cyv_ldi64
+from proxy._fastpath.hosttable cimport (HostTable, cyv_addi64, cyv_ht_host, cyv_ldi64, cyv_monotonic_ns, ht_cb_acquire,
+                                        ht_cb_release, ht_host)
 from proxy._fastpath.stats cimport SlotStats, record_time
 
 log = logging.getLogger("cyvoy.http")
@@ -103,8 +104,12 @@ cdef class ClusterStats:
         self.rq_retry, self.rq_retry_success = c.upstream_rq_retry, c.upstream_rq_retry_success
         self.rq_retry_limit_exceeded, self.retry_abandoned = c.upstream_rq_retry_limit_exceeded, c.retry_or_shadow_abandoned
         self.rq_pending_overflow, self.rq_retry_overflow = c.upstream_rq_pending_overflow, c.upstream_rq_retry_overflow
+        self.cx_overflow, self.rq_pending_total = c.upstream_cx_overflow, c.upstream_rq_pending_total
+        self.rq_pending_active = c.upstream_rq_pending_active
         self.rec = NULL
         self.max_requests, self.max_retries = 1024, 3      # Envoy's defaults
+        self.max_connections, self.max_pending = 1024, 1024
+        self.max_host_connections = 1 << 62                # no per_host_thresholds: no limit
         self.min_retry_concurrency, self.budget_percent = 3, -1.0
 
     def count_shadow(self, int status):
@@ -125,14 +130,18 @@ cdef class ClusterStats:
         return max(self.min_retry_concurrency,
                    <long long>(self.budget_percent / 100.0 * cyv_ldi64(&self.rec.cb_requests)))
 
-    def set_breakers(self, HostTable table, long cluster_index, thresholds):
+    def set_breakers(self, HostTable table, long cluster_index, thresholds, per_host=None):
         """Envoy's circuit breakers for this cluster: the DEFAULT-priority thresholds (Envoy's
         defaults when the cluster has none), counted in the shared host table so the limits hold
         for the whole proxy, not per worker."""
         self.rec = table._cluster(cluster_index)
+        if per_host is not None:
+            self.max_host_connections = per_host["max_connections"]
         if thresholds is not None:
             self.max_requests = thresholds["max_requests"]
             self.max_retries = thresholds["max_retries"]
+            self.max_connections = thresholds["max_connections"]
+            self.max_pending = thresholds["max_pending_requests"]
             budget = thresholds.get("retry_budget")
             if budget is not None:
                 self.budget_percent = budget["budget_percent"]
@@ -183,6 +192,8 @@ cdef class Downstream:
         self.cb_retry = False
         self.filter_extra = b""
         self.mirrors = None
+        self.cb_pending = False
+        self.wait_token = 0
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -477,7 +488,8 @@ cdef class Downstream:
                 self._request_body(data)
                 if self.seq != seq or not self.in_req:
                     return
-        self._dispatch(host)
+        if not self._dispatch(host):
+            return
         if done_with_head:
             self._arm_route_timeout()
             if self.mirrors:
@@ -504,18 +516,47 @@ cdef class Downstream:
         cst.s.gauge_add(cst.rq_active, 1)
         return True
 
-    cdef _dispatch(self, object host):
-        """Send the request on an idle pooled connection to `host` if there is one, else open one."""
+    cdef bint _dispatch(self, object host):
+        """Send the request on an idle pooled connection to `host` if there is one, else open one;
+        past max_connections, wait for one (Envoy's pending request). False when the request
+        ended here (max_pending_requests overflow: 503)."""
         cdef list idle = host.idle
         cdef Upstream up
         while idle:
             up = idle.pop()
             if not up.closed:
                 self._send_upstream(up)
-                return
-        self.w.loop.create_task(self._connect(host, self.seq))
+                return True
+        # no idle connection: the request is pending until a connection is attached to it
+        cdef ClusterStats cst = self.cst
+        if cst.rec != NULL:
+            if not ht_cb_acquire(&cst.rec.cb_pending, cst.max_pending):
+                cst.s.inc(cst.rq_pending_overflow)
+                self._overflow()
+                return False
+            self.cb_pending = True
+            cst.s.inc(cst.rq_pending_total)
+            cst.s.gauge_add(cst.rq_pending_active, 1)
+        if _take_connection(cst, host, self.table):
+            self.w.loop.create_task(self._connect(host, self.seq))
+        else:
+            self.wait_token += 1
+            host.waiting.append((self, self.wait_token))
+        return True
+
+    cdef _release_pending(self):
+        if self.cb_pending:
+            self.cb_pending = False
+            ht_cb_release(&self.cst.rec.cb_pending)
+            self.cst.s.gauge_add(self.cst.rq_pending_active, -1)
+
+    def _waiting_for(self, long long token):
+        """Still the pending request that queued with `token` (and not served since)."""
+        return (self.wait_token == token and self.cb_pending and self.in_req and not self.closed
+                and self.up is None)
 
     cdef _send_upstream(self, Upstream up):
+        self._release_pending()
         self.up = up
         self.sent_upstream = True
         cdef bytes head = self.upstream_head
@@ -532,21 +573,23 @@ cdef class Downstream:
         cluster = self.target.cluster
         loop = self.w.loop
         w = self.w
+        table = cluster.table
         try:
             _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream(host, w, cluster.stats), host.address, host.port),
+                loop.create_connection(lambda: Upstream(host, w, cluster.stats, table), host.address, host.port),
                 cluster.connect_timeout)
         except asyncio.TimeoutError:
             reason = "connection timeout"
             _count_connect_fail(cluster.stats, True)
+            _release_connection(cluster.stats, host, table)
         except OSError as e:
             _count_connect_fail(cluster.stats, False)
+            _release_connection(cluster.stats, host, table)
             # Envoy's wording: "remote connection failure, transport failure reason: delayed connect error: 111"
             reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
         else:
-            if self.seq != seq or not self.in_req or self.closed:
-                host.idle.append(up)   # the request is gone; the fresh connection is still good
-                up.idle_since = w.now
+            if self.seq != seq or not self.in_req or self.closed or self.up is not None:
+                _park(up)   # the request is gone; the fresh connection is still good
                 return
             self._send_upstream(up)
             return
@@ -740,8 +783,7 @@ cdef class Downstream:
         if self.chunked_out:
             self.transport.write(last_chunk(trailers))
         if up.reusable and up.keep_alive and self.req_done and not up.closed and not self.ambiguous:
-            up.idle_since = self.w.now
-            up.host.idle.append(up)
+            _park(up)
         else:
             up.close()
         self.up = None
@@ -754,7 +796,7 @@ cdef class Downstream:
             # the request had no body, so sending it again on a fresh connection is safe.
             self.retried = True
             self.up = None
-            self.w.loop.create_task(self._connect(up.host, self.seq))
+            self._dispatch(up.host)
             return
         self.up = None
         self._record(503, True)
@@ -780,6 +822,7 @@ cdef class Downstream:
         self.table.record(self.slot, status, local_failure, latency, now, self.ewma_decay_ns)
 
     cdef _release_host(self):
+        self._release_pending()
         if self.cb_request:
             self.cb_request = False
             ht_cb_release(&self.cst.rec.cb_requests)
@@ -959,8 +1002,8 @@ cdef class Downstream:
         if self.body_copy:
             self.pending = list(self.body_copy)
             self.pending_size = self.body_copy_size
-        self._dispatch(host)
-        self._arm_try_deadline()
+        if self._dispatch(host):
+            self._arm_try_deadline()
 
     cdef _arm_try_deadline(self):
         """per_try_timeout: the next deadline is this try's end if it comes before the route's."""
@@ -1219,6 +1262,69 @@ def _reset_interval(r, ResponseHead rh):
     return -1.0
 
 
+cdef bint _take_connection(ClusterStats cst, object host, HostTable table):
+    """Room for one more connection to `host` under the cluster's max_connections and the host's
+    per_host_thresholds max_connections (counted across all workers). Like Envoy's pool
+    (conn_pool_base.cc tryCreateNewConnection), a pool with no connection at all opens one
+    anyway, so that its pending requests can progress: the limits may be exceeded by at most one
+    connection per host per worker."""
+    cdef cyv_ht_host *h = ht_host(table, host.slot)
+    cdef bint ok = True
+    if cst.rec != NULL:
+        if not ht_cb_acquire(&cst.rec.cb_connections, cst.max_connections):
+            ok = False
+        elif not ht_cb_acquire(&h.cb_connections, cst.max_host_connections):
+            ht_cb_release(&cst.rec.cb_connections)
+            ok = False
+        if not ok:
+            cst.s.inc(cst.cx_overflow)
+            if host.n_conns > 0:
+                return False
+            cyv_addi64(&cst.rec.cb_connections, 1)
+            cyv_addi64(&h.cb_connections, 1)
+    host.n_conns += 1
+    return True
+
+
+cdef _release_connection(ClusterStats cst, object host, HostTable table):
+    host.n_conns -= 1
+    if cst.rec != NULL:
+        ht_cb_release(&cst.rec.cb_connections)
+        ht_cb_release(&ht_host(table, host.slot).cb_connections)
+    if host.waiting:
+        wake_waiters(host)
+
+
+cdef _park(Upstream up):
+    """An idle connection: to the first request waiting for one to its host, else to the pool."""
+    host = up.host
+    waiting = host.waiting
+    cdef Downstream ds
+    while waiting:
+        ds, token = waiting.popleft()
+        if ds._waiting_for(token):
+            ds._send_upstream(up)
+            return
+    up.idle_since = up.worker.now
+    host.idle.append(up)
+
+
+def wake_waiters(host):
+    """Pending requests queued on `host` get a connection slot freed since (by this worker, or by
+    another: the worker's ticker calls this too)."""
+    waiting = host.waiting
+    cdef Downstream ds
+    while waiting:
+        ds, token = waiting[0]
+        if not ds._waiting_for(token):
+            waiting.popleft()
+            continue
+        if not _take_connection(ds.cst, host, ds.table):
+            return
+        waiting.popleft()
+        ds.w.loop.create_task(ds._connect(host, ds.seq))
+
+
 cdef _count_connect_fail(ClusterStats cst, bint timeout):
     cst.s.inc(cst.cx_connect_fail)
     if timeout:
@@ -1243,10 +1349,11 @@ cdef class Upstream:
     was not framed cleanly, or that closed, is never put back in the pool.
     """
 
-    def __init__(self, host, worker, ClusterStats cst):
+    def __init__(self, host, worker, ClusterStats cst, HostTable table=None):
         self.host = host
         self.worker = worker
         self.cst = cst
+        self.table = table      # set: this connection holds a circuit-breaker unit, given back on close
         self.transport = None
         self.ds = None
         self.buf = b""
@@ -1411,6 +1518,10 @@ cdef class Upstream:
         self.reusable = False
         self.cst.s.gauge_add(self.cst.cx_active, -1)
         self.cst.s.inc(self.cst.cx_destroy)
+        if self.table is not None:
+            table = self.table
+            self.table = None
+            _release_connection(self.cst, self.host, table)
         cdef Downstream ds = self.ds
         if ds is None:
             return

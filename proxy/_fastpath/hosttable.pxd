@@ -17,7 +17,7 @@
 #                   64 active i64 | 72 ewma_bits u64 (double ns) | 80 ewma_stamp_ns u64
 #                   88 rq_total u64 | 96 rq_error u64 | 104 consecutive_5xx u32
 #                   108 consecutive_gateway_failure u32 | 112 consecutive_local_origin_failure u32
-#                   116 rq_success_interval u32 | 120..127 pad
+#                   116 rq_success_interval u32 | 120 cb_connections i64
 # The file region is header, then clusters[n_clusters], then hosts[n_hosts].
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
@@ -78,7 +78,8 @@ cdef extern from *:
         uint32_t consecutive_gateway_failure;
         uint32_t consecutive_local_origin_failure;
         uint32_t rq_success_interval;
-        uint8_t  pad3[8];
+        /* connections open to this host across all workers (per_host_thresholds) */
+        int64_t  cb_connections;
     } cyv_ht_host;
 
     _Static_assert(sizeof(cyv_ht_header) == 64, "host table header is 64 bytes");
@@ -153,6 +154,7 @@ cdef extern from *:
         uint32_t consecutive_gateway_failure
         uint32_t consecutive_local_origin_failure
         uint32_t rq_success_interval
+        int64_t cb_connections
 
     uint8_t cyv_ld8(const uint8_t *p) nogil
     void cyv_st8(uint8_t *p, uint8_t v) nogil

@@ -282,6 +282,22 @@ cdef class HostTable:
         return (cyv_ldi64(&k.cb_requests), cyv_ldi64(&k.cb_connections), cyv_ldi64(&k.cb_pending),
                 cyv_ldi64(&k.cb_retries))
 
+    def circuit_breaker_return(self, long c, long long requests, long long connections,
+                               long long pending):
+        """Give back units a process held when it died (the master, from the dead worker's
+        upstream_rq_active, upstream_cx_active and upstream_rq_pending_active gauges)."""
+        cdef cyv_ht_cluster *k = self._cluster(c)
+        if requests > 0:
+            cyv_addi64(&k.cb_requests, -requests)
+        if connections > 0:
+            cyv_addi64(&k.cb_connections, -connections)
+        if pending > 0:
+            cyv_addi64(&k.cb_pending, -pending)
+
+    def host_connections(self, long i):
+        """Connections open to host slot i across all workers (per_host_thresholds)."""
+        return cyv_ldi64(&self._host(i).cb_connections)
+
     def lb_healthy_panic(self, long c):
         """Picks made while the chosen priority was in panic (counter, all workers)."""
         return cyv_ld64(&self._cluster(c).lb_healthy_panic)

@@ -12,10 +12,13 @@ NOT_IMPLEMENTED_YET: tuple[tuple[str, str], ...] = ()
 
 # circuit breaker threshold fields cyvoy does not run yet, with their harmless value
 THRESHOLDS_NOT_YET: dict[str, object] = {
-    "max_connections": 1024,        # connection and pending-request breakers need a pending queue
-    "max_pending_requests": 1024,
-    "track_remaining": False,
     "max_connection_pools": None,
+}
+# per_host_thresholds: Envoy honours only max_connections there; cyvoy refuses the rest rather
+# than ignore them
+PER_HOST_IGNORED: dict[str, object] = {
+    "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3, "retry_budget": None,
+    "track_remaining": False, "max_connection_pools": None,
 }
 
 # common_lb_config fields cyvoy does not run yet, with the value that means "not used"
@@ -66,8 +69,19 @@ def _check_lb(cluster: Cluster, cpath: str) -> None:
 
 def _check_breakers(cluster: Cluster, path: str) -> None:
     cb = cluster.circuit_breakers or {}
-    if cb.get("per_host_thresholds"):
-        raise ConfigError(join(path, "per_host_thresholds"), "valid, but not implemented yet in this version of cyvoy")
+    per_host = cb.get("per_host_thresholds") or []
+    if len(per_host) > 1:
+        raise ConfigError(index(join(path, "per_host_thresholds"), 1),
+                          "cyvoy has no route priorities: one per_host_thresholds entry (DEFAULT) only")
+    for t in per_host:
+        tpath = index(join(path, "per_host_thresholds"), 0)
+        if t.get("priority") == "HIGH":
+            raise ConfigError(join(tpath, "priority"), "cyvoy has no route priorities, so HIGH thresholds "
+                              "would never apply")
+        for name, unused in PER_HOST_IGNORED.items():
+            if t.get(name, unused) != unused:
+                raise ConfigError(join(tpath, name), "not supported by cyvoy (per_host_thresholds honours "
+                                  "max_connections only, as Envoy's)")
     for i, t in enumerate(cb.get("thresholds") or []):
         tpath = index(join(path, "thresholds"), i)
         if t.get("priority") == "HIGH":
@@ -76,4 +90,5 @@ def _check_breakers(cluster: Cluster, path: str) -> None:
         for name, unused in THRESHOLDS_NOT_YET.items():
             if t.get(name, unused) != unused:
                 raise ConfigError(join(tpath, name), "valid, but not implemented yet in this version of cyvoy "
-                                  "(cyvoy enforces max_requests, max_retries and retry_budget)")
+                                  "(cyvoy enforces max_connections, max_pending_requests, max_requests, "
+                                  "max_retries and retry_budget)")

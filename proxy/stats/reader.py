@@ -162,6 +162,24 @@ class Snapshot:
         raise KeyError(name)
 
 
+def _breaker_state(t: dict, counts) -> dict[str, int]:
+    """Envoy's circuit_breakers.default.* gauges: *_open is 1 while the breaker is at its limit;
+    remaining_* (track_remaining) is what is left before it opens."""
+    rq, cx, pending, retries = (max(0, v) for v in counts)
+    budget = t.get("retry_budget")
+    if budget:
+        retry_limit = max(budget["min_retry_concurrency"], int(budget["budget_percent"] / 100.0 * rq))
+    else:
+        retry_limit = t["max_retries"]
+    pairs = (("cx", cx, t["max_connections"]), ("rq_pending", pending, t["max_pending_requests"]),
+             ("rq", rq, t["max_requests"]), ("rq_retry", retries, retry_limit))
+    out = {f"circuit_breakers.default.{k}_open": int(v >= limit) for k, v, limit in pairs}
+    for k, v, limit in pairs:
+        short = {"cx": "cx", "rq_pending": "pending", "rq": "rq", "rq_retry": "retries"}[k]
+        out[f"circuit_breakers.default.remaining_{short}"] = max(0, limit - v)
+    return out
+
+
 class StatsReader:
     """Reads a StatsStore through a StatRegistry. Keep one per admin server: it holds the
     /reset_counters baseline and the histogram flush state.
@@ -222,10 +240,15 @@ class StatsReader:
                 hc_healthy += 1
             if f & _ht.DEGRADED_ACTIVE_HC:
                 hc_degraded += 1
-        return {"membership_total": total, "membership_healthy": healthy,
-                "membership_degraded": degraded, "membership_excluded": excluded,
-                "max_host_weight": max_w, "lb_healthy_panic": table.lb_healthy_panic(c),
-                "health_check.healthy": hc_healthy, "health_check.degraded": hc_degraded}
+        state = {"membership_total": total, "membership_healthy": healthy,
+                 "membership_degraded": degraded, "membership_excluded": excluded,
+                 "max_host_weight": max_w, "lb_healthy_panic": table.lb_healthy_panic(c),
+                 "health_check.healthy": hc_healthy, "health_check.degraded": hc_degraded}
+        name = self.registry.clusters[c] if c < len(self.registry.clusters) else None
+        t = self.registry.breakers.get(name) if name is not None else None
+        if t is not None:
+            state.update(_breaker_state(t, table.circuit_breaker_counts(c)))
+        return state
 
     # -- flush / reset --
 

@@ -102,6 +102,14 @@ CLUSTER_COMPUTED_COUNTERS = ("lb_healthy_panic",)
 CLUSTER_COMPUTED_GAUGES = ("membership_healthy", "membership_degraded", "membership_excluded",
                            "membership_total", "max_host_weight")
 
+# circuit breakers (priority DEFAULT), computed from the host table's counts and the thresholds
+BREAKER_OPEN_GAUGES = ("circuit_breakers.default.cx_open", "circuit_breakers.default.rq_pending_open",
+                       "circuit_breakers.default.rq_open", "circuit_breakers.default.rq_retry_open")
+BREAKER_REMAINING_GAUGES = ("circuit_breakers.default.remaining_cx",
+                            "circuit_breakers.default.remaining_pending",
+                            "circuit_breakers.default.remaining_rq",
+                            "circuit_breakers.default.remaining_retries")
+
 HEALTH_CHECK_COUNTERS = ("health_check.attempt", "health_check.success", "health_check.failure",
                          "health_check.passive_failure", "health_check.network_failure",
                          "health_check.verify_cluster")
@@ -131,6 +139,16 @@ SERVER_COMPUTED_GAUGES = (
 )
 
 ADMIN = "admin"
+
+
+def default_thresholds(cluster) -> dict:
+    """A cluster's DEFAULT-priority circuit breaker thresholds, Envoy's defaults filled in."""
+    t = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024,
+         "max_retries": 3, "retry_budget": None, "track_remaining": False}
+    for th in ((getattr(cluster, "circuit_breakers", None) or {}).get("thresholds") or []):
+        if th.get("priority", "DEFAULT") == "DEFAULT":
+            t.update({k: v for k, v in th.items() if k in t and v is not None})
+    return t
 
 
 def _attr(short: str) -> str:
@@ -215,6 +233,7 @@ class StatRegistry:
         self._listeners: dict[str, ListenerStatIndexes] = {}
         self._clusters: dict[str, ClusterStatIndexes] = {}
         self._entity_shorts: dict[tuple[str, str], list[str]] = {}
+        self.breakers: dict[str, dict] = {}   # cluster -> DEFAULT thresholds (for the computed gauges)
 
     # -- building --
 
@@ -234,7 +253,8 @@ class StatRegistry:
             r._add_listener(ADMIN, tls=False)
         for name, c in bootstrap.clusters.items():
             r._add_cluster(name, health_checks=bool(c.health_checks),
-                           outlier=c.outlier_detection is not None)
+                           outlier=c.outlier_detection is not None,
+                           breakers=default_thresholds(c))
         r._add_filters(bootstrap.listeners)
         for name in SERVER_COMPUTED_GAUGES:
             r.computed.append((name, "gauge", ("server", name)))
@@ -285,17 +305,20 @@ class StatRegistry:
                      LISTENER_COUNTERS + (LISTENER_TLS_COUNTERS if tls else ()),
                      LISTENER_GAUGES, LISTENER_HISTOGRAMS)
 
-    def _add_cluster(self, name, health_checks, outlier):
+    def _add_cluster(self, name, health_checks, outlier, breakers=None):
         if name in self.clusters:
             raise ValueError(f"duplicate cluster {name!r}")
         self.clusters.append(name)
+        self.breakers[name] = breakers or default_thresholds(None)
+        track = self.breakers[name].get("track_remaining", False)
         self._entity("cluster", name, f"cluster.{name}.",
                      CLUSTER_COUNTERS + (HEALTH_CHECK_COUNTERS if health_checks else ())
                      + (OUTLIER_COUNTERS if outlier else ()),
                      CLUSTER_GAUGES + (OUTLIER_GAUGES if outlier else ()),
                      CLUSTER_HISTOGRAMS,
                      CLUSTER_COMPUTED_COUNTERS,
-                     CLUSTER_COMPUTED_GAUGES + (HEALTH_CHECK_COMPUTED_GAUGES if health_checks else ()),
+                     CLUSTER_COMPUTED_GAUGES + (HEALTH_CHECK_COMPUTED_GAUGES if health_checks else ())
+                     + BREAKER_OPEN_GAUGES + (BREAKER_REMAINING_GAUGES if track else ()),
                      code=True)
 
     def _add_filters(self, listeners):
