@@ -101,7 +101,8 @@ class Target:
 
 class RetryPlan:
     """A retry_policy compiled for the request path (the connection reads these attributes)."""
-    __slots__ = ("retry_on", "num_retries", "per_try_timeout", "base_interval", "max_interval",
+    __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "base_interval",
+                 "max_interval",
                  "retriable_status_codes", "previous_hosts", "host_selection_retry_max_attempts",
                  "headers_fn", "request_fn", "reset_headers", "reset_max_interval")
 
@@ -111,6 +112,7 @@ class RetryPlan:
         self.retry_on = p.retry_on
         self.num_retries = p.num_retries
         self.per_try_timeout = p.per_try_timeout
+        self.per_try_idle_timeout = p.per_try_idle_timeout
         self.base_interval, self.max_interval = p.base_interval, p.max_interval
         self.retriable_status_codes = p.retriable_status_codes
         self.previous_hosts = p.previous_hosts

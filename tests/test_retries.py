@@ -335,3 +335,26 @@ def test_live_back_off_waits_stay_inside_their_windows(upstreams, proxy):
     assert len(b.requests) == 36                     # 1 try + 2 retries each
     assert max(took) < 0.6 + 0.4                     # wide: the windows' sum plus slack
     assert sum(took) / len(took) > 0.1               # the waits happen (mean wait 0.3 s)
+
+
+# ---- per_try_idle_timeout -------------------------------------------------------------------------
+
+def test_per_try_idle_timeout_abandons_a_silent_host_and_retries(upstreams, proxy):
+    a, b = upstreams(2)
+    b.delay_s = 5.0            # accepts the request, then says nothing
+    p = proxy(retry_config([a.port, b.port], {"retry_on": "5xx", "per_try_idle_timeout": "0.3s",
+                                               "retry_host_predicate": PREVIOUS}), workers=1)
+    t0 = time.monotonic()
+    assert collections.Counter(request(p.port) for _ in range(4)) == {(200, b"ok from up0"): 4}
+    assert time.monotonic() - t0 < 4.0       # never waited out b's 5 s
+    assert len(b.requests) >= 1
+
+
+def test_per_try_idle_timeout_restarts_with_every_byte_from_the_upstream(upstreams, proxy):
+    (a,) = upstreams(1)
+    p = proxy(retry_config([a.port], {"retry_on": "5xx", "per_try_idle_timeout": "0.5s"}), workers=1)
+    t0 = time.monotonic()
+    status, body = request(p.port, path="/slowbody/65536")
+    took = time.monotonic() - t0
+    assert (status, len(body)) == (200, 65536)
+    assert took > 0.5      # 64 pieces 10 ms apart: the whole body outlasted one idle timeout

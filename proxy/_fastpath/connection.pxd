@@ -100,6 +100,9 @@ cdef class Downstream:
     cdef list mirrors                  # (cluster, host suffix) shadows still to send, or None
     cdef double route_timeout          # the route timeout of the request in flight (x-envoy-upstream-rq-timeout-ms may change it)
     cdef double retry_after            # rate_limited_retry_back_off interval for the next retry; < 0: none
+    cdef public double try_end         # this try's per_try_timeout end (0: none)
+    cdef public double try_idle        # per_try_idle_timeout of this try (0: none)
+    cdef public double try_io          # this try's last upstream activity (loop time)
 
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
@@ -126,6 +129,7 @@ cdef class Downstream:
     cdef int _retry_wanted(self, int kind, int status, ResponseHead rh)
     cdef bint _schedule_retry(self)
     cdef _arm_try_deadline(self)
+    cdef _next_try_deadline(self)
     cdef _set_deadline(self, double seconds, int kind)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)

@@ -50,6 +50,7 @@ cdef enum:
     C_STREAM_IDLE = 3
     C_REQUEST = 4
     C_PER_TRY = 5
+    C_PER_TRY_IDLE = 6
 
 # route entry kinds (proxy.router)
 cdef enum:
@@ -194,6 +195,8 @@ cdef class Downstream:
         self.mirrors = None
         self.cb_pending = False
         self.wait_token = 0
+        self.try_idle = 0.0
+        self.try_end = 0.0
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -420,6 +423,8 @@ cdef class Downstream:
             self._overflow()
             return
         self.route_deadline = 0.0
+        self.try_idle = 0.0
+        self.try_end = 0.0
         self.sent_upstream = False
         self.retry = entry.retry
         self.route_timeout = entry.timeout
@@ -889,7 +894,9 @@ cdef class Downstream:
         self.attempt += 1
         if self.cst is not None:
             self.cst.s.inc(self.cst.rq_retry)
-        if self.route_deadline and self.deadline_kind == C_PER_TRY:
+        self.try_idle = 0.0
+        self.try_end = 0.0
+        if self.route_deadline and (self.deadline_kind == C_PER_TRY or self.deadline_kind == C_PER_TRY_IDLE):
             self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
         if self.retry_after >= 0:
@@ -1006,14 +1013,29 @@ cdef class Downstream:
             self._arm_try_deadline()
 
     cdef _arm_try_deadline(self):
-        """per_try_timeout: the next deadline is this try's end if it comes before the route's."""
+        """per_try_timeout and per_try_idle_timeout of the try that starts now."""
         r = self.retry
-        if r is None or not r.per_try_timeout or not self.req_done:
+        self.try_idle = 0.0
+        if r is None or not self.req_done or not (r.per_try_timeout or r.per_try_idle_timeout):
             return
-        cdef double end = self.w.loop_time() + r.per_try_timeout
-        if self.route_deadline == 0.0 or end < self.route_deadline:
-            self.deadline = end
-            self.deadline_kind = C_PER_TRY
+        cdef double now = self.w.loop_time()
+        self.try_end = now + r.per_try_timeout if r.per_try_timeout else 0.0
+        self.try_idle = r.per_try_idle_timeout
+        self.try_io = now
+        self._next_try_deadline()
+
+    cdef _next_try_deadline(self):
+        """The ticker's one deadline: the earliest of the route's end, this try's end and this
+        try's idle end (per_try_idle_timeout, restarted by every byte from the upstream)."""
+        cdef double at = self.route_deadline
+        cdef int kind = C_ROUTE
+        if self.try_end and (at == 0.0 or self.try_end < at):
+            at, kind = self.try_end, C_PER_TRY
+        if self.try_idle and (at == 0.0 or self.try_io + self.try_idle < at):
+            at, kind = self.try_io + self.try_idle, C_PER_TRY_IDLE
+        if at:
+            self.deadline = at
+            self.deadline_kind = kind
             self.w.active.add(self)
 
     cdef _reset_log_state(self):
@@ -1183,7 +1205,9 @@ cdef class Downstream:
             if not self.resp_started:
                 self._record(504, True)
             self._fail(504, "upstream request timeout", "UT")
-        elif kind == C_PER_TRY:
+        elif kind == C_PER_TRY_IDLE and self.w.loop_time() - self.try_io < self.try_idle:
+            self._next_try_deadline()   # the upstream sent something since: not idle yet
+        elif kind == C_PER_TRY or kind == C_PER_TRY_IDLE:
             self._record(504, True)
             up = self.up
             if up is not None:
@@ -1403,6 +1427,8 @@ cdef class Upstream:
 
     cdef _received(self, bytes data, Downstream ds):
         self.got_bytes = True
+        if ds.try_idle:
+            ds.try_io = self.worker.loop_time()
         if self.state == BODY:
             self._body(data, ds)
             return

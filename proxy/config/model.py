@@ -76,6 +76,7 @@ class RetryPolicy:
     retry_on: frozenset[str] = frozenset()
     num_retries: int = 1
     per_try_timeout: float = 0.0             # 0: the route timeout bounds every try
+    per_try_idle_timeout: float = 0.0        # 0: none; restarted by every byte from the upstream
     base_interval: float = 0.025             # retry_back_off, Envoy's defaults
     max_interval: float = 0.25               # default 10 x base_interval
     retriable_status_codes: frozenset[int] = frozenset()

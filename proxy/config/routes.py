@@ -315,6 +315,7 @@ def _retry_policy(r: dict, path: str) -> RetryPolicy:
                               "must be at least base_interval")
     return RetryPolicy(retry_on=frozenset(tokens), num_retries=r["num_retries"],
                        per_try_timeout=r["per_try_timeout"] or 0.0,
+                       per_try_idle_timeout=r["per_try_idle_timeout"] or 0.0,
                        base_interval=max(base, 0.001),    # Envoy: under 1 ms counts as 1 ms
                        max_interval=top if top is not None else 10 * base,
                        retriable_status_codes=frozenset(r["retriable_status_codes"]),

@@ -726,7 +726,7 @@ message("RetryPolicy", "envoy.config.route.v3.RetryPolicy", {
     "retry_on": f(STRING, ""),
     "num_retries": f(UINT32, 1),
     "per_try_timeout": f(DURATION),
-    "per_try_idle_timeout": no("per-try idle timeouts are not supported yet"),
+    "per_try_idle_timeout": f(DURATION),
     "retry_priority": no("retry priorities are not supported"),
     "retry_host_predicate": f(List(Msg("RetryHostPredicate")), []),
     "retry_options_predicates": no("retry options predicates are not supported"),
