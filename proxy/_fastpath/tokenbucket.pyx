@@ -32,8 +32,9 @@ cdef struct Bucket:
     uint64_t tokens_per_fill
 
 
-cdef class SharedTokenBuckets:
-    """SharedTokenBuckets(n): n buckets, unconfigured (a consume on one never succeeds)."""
+cdef class _SharedRecords:
+    """n records of RECORD bytes (a cache line each) in one anonymous MAP_SHARED mmap, made
+    before fork so that every process maps the same pages."""
     cdef object _mm
     cdef unsigned char[::1] _view
     cdef unsigned char *base
@@ -48,10 +49,17 @@ cdef class SharedTokenBuckets:
         self._view = self._mm
         self.base = &self._view[0]
 
-    cdef inline Bucket *_at(self, Py_ssize_t i) except NULL:
+    cdef inline unsigned char *_rec(self, Py_ssize_t i) except NULL:
         if i < 0 or i >= self.n:
             raise IndexError(i)
-        return <Bucket *>(self.base + i * RECORD)
+        return self.base + i * RECORD
+
+
+cdef class SharedTokenBuckets(_SharedRecords):
+    """SharedTokenBuckets(n): n buckets, unconfigured (a consume on one never succeeds)."""
+
+    cdef inline Bucket *_at(self, Py_ssize_t i) except NULL:
+        return <Bucket *>self._rec(i)
 
     def configure(self, Py_ssize_t i, uint64_t max_tokens, uint64_t tokens_per_fill,
                   double fill_interval_s):
@@ -108,27 +116,12 @@ cdef bint _consume(Bucket *b, uint64_t now_ns) noexcept nogil:
             return True
 
 
-cdef class SharedCounters:
+cdef class SharedCounters(_SharedRecords):
     """SharedCounters(n): n int64 counters in shared memory, for limits that hold across all
-    workers (the fault filter's max_active_faults). One cache line each."""
-    cdef object _mm
-    cdef unsigned char[::1] _view
-    cdef unsigned char *base
-    cdef readonly Py_ssize_t n
-
-    def __init__(self, Py_ssize_t n):
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        self.n = n
-        self._mm = _mmap.mmap(-1, max(1, n) * RECORD, flags=_mmap.MAP_SHARED,
-                              prot=_mmap.PROT_READ | _mmap.PROT_WRITE)
-        self._view = self._mm
-        self.base = &self._view[0]
+    workers (the fault filter's max_active_faults)."""
 
     cdef inline int64_t *_at(self, Py_ssize_t i) except NULL:
-        if i < 0 or i >= self.n:
-            raise IndexError(i)
-        return <int64_t *>(self.base + i * RECORD)
+        return <int64_t *>self._rec(i)
 
     def acquire(self, Py_ssize_t i, int64_t limit):
         """Raise counter i if it is below limit; False (unchanged) when it is not."""

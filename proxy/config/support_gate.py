@@ -75,20 +75,22 @@ def _check_breakers(cluster: Cluster, path: str) -> None:
                           "cyvoy has no route priorities: one per_host_thresholds entry (DEFAULT) only")
     for t in per_host:
         tpath = index(join(path, "per_host_thresholds"), 0)
-        if t.get("priority") == "HIGH":
-            raise ConfigError(join(tpath, "priority"), "cyvoy has no route priorities, so HIGH thresholds "
-                              "would never apply")
+        _refuse_high(t, tpath)
         for name, unused in PER_HOST_IGNORED.items():
             if t.get(name, unused) != unused:
                 raise ConfigError(join(tpath, name), "not supported by cyvoy (per_host_thresholds honours "
                                   "max_connections only, as Envoy's)")
     for i, t in enumerate(cb.get("thresholds") or []):
         tpath = index(join(path, "thresholds"), i)
-        if t.get("priority") == "HIGH":
-            raise ConfigError(join(tpath, "priority"), "cyvoy has no route priorities, so HIGH thresholds "
-                              "would never apply")
+        _refuse_high(t, tpath)
         for name, unused in THRESHOLDS_NOT_YET.items():
             if t.get(name, unused) != unused:
                 raise ConfigError(join(tpath, name), "valid, but not implemented yet in this version of cyvoy "
                                   "(cyvoy enforces max_connections, max_pending_requests, max_requests, "
                                   "max_retries and retry_budget)")
+
+
+def _refuse_high(t: dict, tpath: str) -> None:
+    if t.get("priority") == "HIGH":
+        raise ConfigError(join(tpath, "priority"), "cyvoy has no route priorities, so HIGH thresholds "
+                          "would never apply")
