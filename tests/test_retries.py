@@ -85,6 +85,19 @@ def test_body_over_the_buffer_limit_is_not_retried(upstreams, proxy):
     assert statuses[503] == 3
 
 
+def test_post_over_the_buffer_limit_is_not_retried_and_is_counted(upstreams, proxy):
+    from tests.test_admin_live import admin_port, call, stat, with_admin
+    a, b = upstreams(2)
+    b.fail_status = 503
+    p = proxy(with_admin(retry_config([a.port, b.port], {"retry_on": "5xx,reset", "retry_host_predicate": PREVIOUS},
+                                      cluster_fields={"per_connection_buffer_limit_bytes": 1024})), workers=1)
+    statuses = collections.Counter(request(p.port, "POST", "/sink", b"z" * 4096)[0] for _ in range(4))
+    assert statuses == {200: 2, 503: 2}
+    text = call(admin_port(p), "/stats")[1]
+    assert stat(text, "cluster.backend.retry_or_shadow_abandoned") == 4
+    assert stat(text, "cluster.backend.upstream_rq_retry") == 0
+
+
 def test_per_try_timeout_moves_on_to_another_host(upstreams, proxy):
     a, b = upstreams(2)
     b.delay_s = 3.0
