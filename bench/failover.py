@@ -170,7 +170,8 @@ def event_run(tools, args, port: int, ups: dict[str, Upstream], rundir: str, tag
                     u.pause()
                 elif what == "resume":
                     u.resume()
-                done.append({"event": what, "upstream": name, "planned_s": at, "at_s": round(t, 3), **extra})
+                done.append({"event": what, "upstream": name, "planned_s": at, "at_s": round(t, 3),
+                             "wall": _dt.datetime.now().astimezone().isoformat(timespec="milliseconds"), **extra})
             try:
                 wrk.wait(timeout=max(0.0, t0 + args.duration + 20 - time.monotonic()))
             except subprocess.TimeoutExpired as e:
@@ -286,13 +287,16 @@ def add_access_log(conf_path: str, log_path: str) -> None:
         f.write(text.replace(anchor, anchor + block, 1))
 
 
-def drop_retry_breaker(conf_path: str) -> None:
-    """Diagnosis only (--cyvoy-default-breakers): Envoy's default circuit breakers (max_retries 3)."""
+def envoy_defaults(conf_path: str) -> None:
+    """Diagnosis only (--cyvoy-envoy-defaults): drop the non-default block (panic threshold 0,
+    max_retries 1024) and eject at most one host (34%), as with Envoy's defaults for a 3-host
+    cluster (healthy_panic_threshold 50%, max_retries 3, and cyvoy's always-one ejection)."""
     with open(conf_path) as f:
         text = f.read()
-    new = re.sub(r"\n *# BEGIN retry breaker.*?# END retry breaker\n", "\n", text, flags=re.S)
+    new = re.sub(r"\n *# BEGIN non-default.*?# END non-default\n", "\n", text, flags=re.S)
+    new = new.replace("max_ejection_percent: 67", "max_ejection_percent: 34")
     if new == text:
-        raise RuntimeError("no retry breaker block in the cyvoy config")
+        raise RuntimeError("no non-default block in the cyvoy config")
     with open(conf_path, "w") as f:
         f.write(new)
 
@@ -318,13 +322,26 @@ def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -
         cmd, cwd = [tools["haproxy"], "-db", "-f", conf], None
     else:
         conf = bench.render("failover-cyvoy.yaml", os.path.join(rundir, "cyvoy.yaml"), vals)
-        if args.cyvoy_default_breakers:
-            drop_retry_breaker(conf)
+        if args.cyvoy_envoy_defaults:
+            envoy_defaults(conf)
         if args.cyvoy_access_log:
             add_access_log(conf, os.path.join(rundir, "cyvoy-access.log"))
         cmd, cwd = [py, "-m", "proxy", "-c", conf, "--workers", "1", "--log-level", args.cyvoy_log_level], REPO
-    t = bench.start_target(key, key, cmd, pport, rundir, 20 if key == "cyvoy" else 10, cwd=cwd)
-    started.append(t.proc)
+    m = bench.Managed(key, cmd, rundir, cwd=cwd)
+    started.append(m)
+    bench.wait_ready(m, pport, 20 if key == "cyvoy" else 10)
+    # With active health checks a host takes traffic after its first passing check (cyvoy spreads
+    # the first round over one interval), so the first GETs may get 503: wait for a 200.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            bench.smoke(pport)
+            break
+        except bench.StartError:
+            if time.monotonic() > deadline or not m.alive():
+                raise
+            time.sleep(0.1)
+    t = bench.Target(key, key, pport, m)
 
     if key == "haproxy":
         stats = lambda: haproxy_stats(os.path.join(rundir, "haproxy.sock"))  # noqa: E731
@@ -352,8 +369,8 @@ def run_proxy(key: str, tools, args, py: str, rundir_root: str, started: list) -
     for snap in (snap0, snap1):
         ours |= bench.tree_pids(snap, t.proc.pid)
         for u in ups.values():
-            for m in ([u.proc] if u.proc else []) + u.old:
-                ours |= bench.tree_pids(snap, m.pid)
+            for up in ([u.proc] if u.proc else []) + u.old:
+                ours |= bench.tree_pids(snap, up.pid)
     other = bench.other_cpu(snap0, snap1, ours)
     try:
         after = stats()
@@ -472,8 +489,9 @@ def parse_args(argv):
     ap.add_argument("--no-pause", action="store_true", help="diagnosis: leave upstream b alone")
     ap.add_argument("--cyvoy-access-log", action="store_true",
                     help="diagnosis: give cyvoy a JSON access log (kept in the temp dir; implies --keep)")
-    ap.add_argument("--cyvoy-default-breakers", action="store_true",
-                    help="diagnosis: run cyvoy with Envoy's default circuit breakers (max_retries 3)")
+    ap.add_argument("--cyvoy-envoy-defaults", action="store_true",
+                    help="diagnosis: run cyvoy with Envoy's defaults for panic threshold (50%%) and "
+                         "max_retries (3), and at most one of three hosts ejected")
     ap.add_argument("--cyvoy-log-level", default="warning",
                     help="diagnosis: cyvoy's --log-level (default warning; info logs health and outlier events)")
     ap.add_argument("--python", default=None,
