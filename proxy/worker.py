@@ -31,7 +31,8 @@ from proxy.shadow import ShadowWriter
 
 log = logging.getLogger("cyvoy.worker")
 
-TICK_S = 0.05           # timeout resolution
+TICK_S = 0.05           # the ticker's period when no deadline is near
+MIN_TICK_S = 0.002      # the closest two ticks may come
 IDLE_CLOSE_DRAIN_S = 0.5  # while draining, a keep-alive connection idle this long is closed
 
 
@@ -65,6 +66,8 @@ class Worker:
         self.draining = False
         self.counters: dict[str, int] = {}
         self._ticks = 0
+        self._next_second = 0.0
+        self._next_dns = 0.0
         self._done = None
 
     def count(self, name: str) -> None:
@@ -115,6 +118,7 @@ class Worker:
     # ---- timeouts and sweeps -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.now = self.loop_time()
+        soonest = now + TICK_S
         if self.active:
             # connections stay in `active` while busy; those with no deadline any more leave here
             due = []
@@ -123,10 +127,13 @@ class Worker:
                     self.active.discard(c)
                 elif c.deadline <= now:
                     due.append(c)
+                elif c.deadline < soonest:
+                    soonest = c.deadline
             for c in due:
                 c.on_deadline()
         self._ticks += 1
-        if self._ticks % 20 == 0:   # once a second
+        if now >= self._next_second:   # once a second
+            self._next_second = now + 1.0
             self._sweep_idle(now)
             self.wall_offset = time.time() - now
             if self.control is not None:
@@ -139,7 +146,8 @@ class Worker:
             for h in c.by_slot:
                 if h is not None and h.waiting:
                     wake_waiters(h)
-        if self._ticks % 4 == 0:    # DNS answers the health-check process wrote into the table
+        if now >= self._next_dns:    # DNS answers the health-check process wrote into the table
+            self._next_dns = now + 0.2
             for c in self.clusters.values():
                 if c.refresh():
                     log.debug("cluster %s: hosts now %s", c.name, [h.label for h in c.hosts])
@@ -147,7 +155,9 @@ class Worker:
             if not self._done.done():
                 self._done.set_result(0)
             return
-        self.loop.call_later(TICK_S, self._tick)
+        # the next tick comes early when a deadline falls before it (a per-try timeout of 250 ms
+        # then fires at 250 ms, not up to one tick later), but never sooner than MIN_TICK_S
+        self.loop.call_later(max(MIN_TICK_S, soonest - self.loop_time()), self._tick)
 
     def _sweep_idle(self, now: float) -> None:
         for lc_conn in [c for c in self.conns if not c.in_req]:

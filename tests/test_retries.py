@@ -98,6 +98,16 @@ def test_post_over_the_buffer_limit_is_not_retried_and_is_counted(upstreams, pro
     assert stat(text, "cluster.backend.upstream_rq_retry") == 0
 
 
+def test_per_try_timeouts_are_counted(upstreams, proxy):
+    from tests.test_admin_live import admin_port, call, stat, with_admin
+    a, b = upstreams(2)
+    b.delay_s = 3.0
+    p = proxy(with_admin(retry_config([a.port, b.port], {"retry_on": "5xx", "per_try_timeout": "0.2s",
+                                                         "retry_host_predicate": PREVIOUS})), workers=1)
+    assert [request(p.port)[0] for _ in range(4)] == [200] * 4
+    assert stat(call(admin_port(p), "/stats")[1], "cluster.backend.upstream_rq_per_try_timeout") == len(b.requests)
+
+
 def test_per_try_timeout_moves_on_to_another_host(upstreams, proxy):
     a, b = upstreams(2)
     b.delay_s = 3.0

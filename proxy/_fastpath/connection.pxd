@@ -22,6 +22,7 @@ cdef class ClusterStats:
     cdef Py_ssize_t cx_total, cx_active, cx_destroy, cx_connect_fail, cx_connect_timeout
     cdef Py_ssize_t rq_retry, rq_retry_success, rq_retry_limit_exceeded, retry_abandoned
     cdef Py_ssize_t rq_pending_overflow, rq_retry_overflow, cx_overflow, rq_pending_total, rq_pending_active
+    cdef Py_ssize_t rq_per_try_timeout
     # circuit breakers (thresholds of priority DEFAULT) over the cluster's shared counters
     cdef cyv_ht_cluster *rec
     cdef long long max_requests, max_retries, min_retry_concurrency

@@ -107,6 +107,7 @@ cdef class ClusterStats:
         self.rq_pending_overflow, self.rq_retry_overflow = c.upstream_rq_pending_overflow, c.upstream_rq_retry_overflow
         self.cx_overflow, self.rq_pending_total = c.upstream_cx_overflow, c.upstream_rq_pending_total
         self.rq_pending_active = c.upstream_rq_pending_active
+        self.rq_per_try_timeout = c.upstream_rq_per_try_timeout
         self.rec = NULL
         self.max_requests, self.max_retries = 1024, 3      # Envoy's defaults
         self.max_connections, self.max_pending = 1024, 1024
@@ -1208,6 +1209,8 @@ cdef class Downstream:
         elif kind == C_PER_TRY_IDLE and self.w.loop_time() - self.try_io < self.try_idle:
             self._next_try_deadline()   # the upstream sent something since: not idle yet
         elif kind == C_PER_TRY or kind == C_PER_TRY_IDLE:
+            if self.cst is not None:
+                self.cst.s.inc(self.cst.rq_per_try_timeout)
             self._record(504, True)
             up = self.up
             if up is not None:

@@ -44,7 +44,12 @@ DNS_REMOVED = 0x20
 HC_BITS = FAILED_ACTIVE_HC | PENDING_ACTIVE_HC | DEGRADED_ACTIVE_HC
 
 HEARTBEAT_PERIOD = 1.0
-OUTLIER_CHECK_PERIOD = 0.1
+# How often the consecutive_* outlier detectors look at the workers' counts between interval
+# ticks. Envoy ejects on the failure itself; every look here is a lag during which workers keep
+# sending to a failing host, so look often, but less often in big clusters (the look is O(hosts)).
+OUTLIER_CHECK_PERIOD = 0.02
+OUTLIER_CHECK_PERIOD_LARGE = 0.1       # clusters of more than OUTLIER_LARGE_CLUSTER hosts
+OUTLIER_LARGE_CLUSTER = 200
 
 # Envoy's cluster.<name>.health_check.{attempt,success,failure,network_failure}, by cluster name,
 # of the health process running in this process (for the stats issue). Reset by run().
@@ -384,13 +389,15 @@ class HealthProcess:
         c.outlier = det
         interval = float(c.cfg.outlier_detection.get("interval") or 10.0)
         check_now = getattr(det, "check_now", None)
+        period = (OUTLIER_CHECK_PERIOD if len(list(c.slot_range())) <= OUTLIER_LARGE_CLUSTER
+                  else OUTLIER_CHECK_PERIOD_LARGE)
         next_tick = time.monotonic() + interval
         while True:
             now = time.monotonic()
             try:
                 if now >= next_tick:
                     events = det.tick(now)
-                    next_tick = max(next_tick + interval, now + OUTLIER_CHECK_PERIOD)
+                    next_tick = max(next_tick + interval, now + period)
                 elif check_now is not None:
                     events = check_now()
                 else:
@@ -401,7 +408,7 @@ class HealthProcess:
                 log.exception("health: cluster %s: outlier detector failed", c.name)
             wait = next_tick - time.monotonic()
             if check_now is not None:
-                wait = min(wait, OUTLIER_CHECK_PERIOD)
+                wait = min(wait, period)
             await asyncio.sleep(max(0.001, wait))
 
     # ---- liveness ------------------------------------------------------------------------------
