@@ -184,6 +184,8 @@ cdef class Downstream:
         self.status = 0
         self._reset_log_state()
         self.st = hcm.stats
+        self.chain = hcm.filters            # per connection, not per request
+        self.internal = hcm.internal is not None
         self.cst = None
         self.counted_rq = False
         self.retry = None
@@ -196,6 +198,7 @@ cdef class Downstream:
         self.mirrors = None
         self.cb_pending = False
         self.wait_token = 0
+        self.attempt_req = self.attempt_resp = False
         self.try_idle = 0.0
         self.try_end = 0.0
 
@@ -359,7 +362,7 @@ cdef class Downstream:
                 target = entry.header_target(head)   # None: cluster_not_found_response_code
         self.target = target
         self.filter_extra = b""
-        chain = hcm.filters
+        chain = self.chain
         if chain is not None:
             verdict = chain.run(self, head, entry, target.cluster.name if target is not None else None)
             if verdict is not None:
@@ -386,7 +389,7 @@ cdef class Downstream:
         after = verdict.then()
         if after is None:
             target = self.target
-            after = self.hcm.filters.run(self, self.head, self.entry,
+            after = self.chain.run(self, self.head, self.entry,
                                          target.cluster.name if target is not None else None,
                                          verdict.next)
         if after is not None:
@@ -430,7 +433,7 @@ cdef class Downstream:
         self.retry = entry.retry
         self.route_timeout = entry.timeout
         cdef bytes timeout_line = entry.timeout_line
-        if hcm.internal is not None:
+        if self.internal:
             # internal_address_config: internal clients may steer retries and timeouts
             timeout_line = self._envoy_request_headers(head, timeout_line)
         self.attempt = 1
@@ -443,8 +446,13 @@ cdef class Downstream:
             self.body_copy_size = 0
             self.tried = {host.slot}
         self.mirrors = None
-        if entry.mirrors:
-            self.mirrors = [(c, m.host_suffix) for m in entry.mirrors for c in (m.pick(head),) if c is not None]
+        extras = entry.extras       # None on most routes: one lookup for the rarely used options
+        self.attempt_req = self.attempt_resp = False
+        if extras is not None:
+            self.attempt_req, self.attempt_resp = extras.attempt_in_request, extras.attempt_in_response
+            if extras.mirrors:
+                self.mirrors = [(c, m.host_suffix) for m in extras.mirrors for c in (m.pick(head),)
+                                if c is not None]
             if self.mirrors and self.body_copy is None:
                 self.body_copy = []     # a body is mirrored only while it is held
                 self.body_copy_size = 0
@@ -566,7 +574,7 @@ cdef class Downstream:
         self.up = up
         self.sent_upstream = True
         cdef bytes head = self.upstream_head
-        if self.entry.attempt_in_request:    # include_request_attempt_count
+        if self.attempt_req:    # include_request_attempt_count
             head = head[:len(head) - 2] + b"x-envoy-attempt-count: %d\r\n\r\n" % self.attempt
         up.send(self, head, self.is_head)
         if self.pending:
@@ -743,7 +751,7 @@ cdef class Downstream:
             extra = hcm.svc_lines[svc]
         else:
             extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + hcm.server_line
-        if self.entry.attempt_in_response:   # include_attempt_count_in_response
+        if self.attempt_resp:   # include_attempt_count_in_response
             extra += b"x-envoy-attempt-count: %d\r\n" % self.attempt
         cdef bytes headers = rh.headers
         resp = self.target.resp
