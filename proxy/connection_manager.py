@@ -18,7 +18,7 @@ class Hcm:
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
                  "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines", "access_logs", "stats", "filters", "internal")
+                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard")
 
     def __init__(self, cfg, routes, tls: bool):
         self.cfg = cfg
@@ -42,6 +42,7 @@ class Hcm:
         self.access_logs = AccessLogs.for_hcm(cfg)
         self.stats = None        # the worker sets its HcmStats (indexes into its stats slot)
         self.filters = None      # proxy.filters.FilterChain when http_filters has more than the router
+        self.guard = None        # proxy.filters.connection_limit.ConnectionGuard when a limit applies
         # internal_address_config (None: no client is internal; x-envoy-* never steers routing)
         self.internal = ([ipaddress.ip_network(c) for c in cfg.internal_cidrs]
                          if cfg.internal_cidrs is not None else None)

@@ -47,6 +47,7 @@ class WorkerProc:
     table: object = None        # the generation's host table (circuit-breaker units to give back)
     layout: object = None
     registry: object = None
+    filter_state: object = None  # the generation's shared filter memory (connection counts to give back)
 
 
 @dataclass
@@ -228,7 +229,8 @@ class Master:
         os.close(w)
         self.workers[pid] = WorkerProc(pid, slot, self.generation, r, time.monotonic(),
                                        stats_slot=stats_slot, store=store, table=self.table,
-                                       layout=self.layout, registry=self.registry)
+                                       layout=self.layout, registry=self.registry,
+                                       filter_state=self.filter_state)
         self._publish_workers()
         log.debug("started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
@@ -657,6 +659,8 @@ def _return_breaker_units(w: WorkerProc) -> None:
                 w.store.slot_gauge(w.stats_slot, idx.upstream_rq_pending_active))
         except (KeyError, IndexError, AttributeError) as e:
             log.debug("circuit breaker units of worker %d: %s", w.pid, e)
+    if w.filter_state is not None:
+        w.filter_state.give_back(w.registry, w.store, w.stats_slot)
 
 
 def _describe(status: int) -> str:

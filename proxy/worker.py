@@ -26,6 +26,7 @@ from proxy.config.model import Bootstrap
 from proxy._fastpath.connection import ClusterStats, HcmStats, wake_waiters
 from proxy.connection_manager import Downstream, Hcm
 from proxy.filters import FilterChain, SharedFilterState
+from proxy.filters.connection_limit import ConnectionGuard
 from proxy.router import RouteTable
 from proxy.shadow import ShadowWriter
 
@@ -96,6 +97,8 @@ class Worker:
             hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
                                  self.registry.listener_indexes_for(lc))
             hcm.filters = FilterChain.for_hcm(lc.hcm, self, self.filter_state)
+            hcm.guard = ConnectionGuard.for_listener(lc, self, self.filter_state,
+                                                     self.registry.listener_indexes_for(lc))
             self.hcms.append(hcm)
             limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
             if limit is not None:

@@ -219,7 +219,7 @@ def test_real_envoy_field_cyvoy_does_not_support_is_refused_as_not_supported():
 
 
 @pytest.mark.parametrize("field", ["dynamic_resources", "cluster_manager", "stats_sinks",
-                                   "overload_manager", "tracing", "watchdog", "watchdogs"])
+                                   "tracing", "watchdog", "watchdogs"])
 def test_top_level_features_cyvoy_lacks_are_refused(field):
     doc = config()
     doc[field] = {}
@@ -571,7 +571,21 @@ def test_second_connection_manager_is_not_supported():
     doc = config()
     chain(doc)["filters"].append(copy.deepcopy(chain(doc)["filters"][0]))
     e = refusal(doc)
-    assert e.path == CHAIN + ".filters[1]" and "only network filter" in e.reason
+    assert e.path == CHAIN + ".filters" and "at most envoy.filters.network.connection_limit" in e.reason
+
+
+def test_overload_manager_actions_are_not_supported():
+    doc = config()
+    doc["overload_manager"] = {"actions": [{"name": "envoy.overload_actions.stop_accepting_requests"}]}
+    e = refusal(doc)
+    assert e.path == "overload_manager.actions" and e.reason.startswith("not supported by cyvoy")
+
+
+def test_fixed_heap_resource_monitor_is_not_supported():
+    doc = config()
+    doc["overload_manager"] = {"resource_monitors": [{"name": "envoy.resource_monitors.fixed_heap"}]}
+    e = refusal(doc)
+    assert e.path == "overload_manager.resource_monitors[0]" and "global_downstream_max_connections" in e.reason
 
 
 def test_listener_buffer_limit_is_not_supported_yet():

@@ -102,6 +102,7 @@ cdef class Downstream:
     cdef object chain                  # proxy.filters.FilterChain of the listener, or None
     cdef bint internal                 # the listener has internal_address_config
     cdef bint attempt_req, attempt_resp   # x-envoy-attempt-count on the request / the response
+    cdef int held                      # connection-limit units this connection holds (ConnectionGuard)
     cdef double route_timeout          # the route timeout of the request in flight (x-envoy-upstream-rq-timeout-ms may change it)
     cdef double retry_after            # rate_limited_retry_back_off interval for the next retry; < 0: none
     cdef public double try_end         # this try's per_try_timeout end (0: none)

@@ -199,6 +199,7 @@ cdef class Downstream:
         self.cb_pending = False
         self.wait_token = 0
         self.attempt_req = self.attempt_resp = False
+        self.held = 0
         self.try_idle = 0.0
         self.try_end = 0.0
 
@@ -222,12 +223,23 @@ cdef class Downstream:
             self.closed = True
             transport.abort()
             return
+        guard = hcm.guard
+        if guard is not None:
+            # connection_limit filter, overload manager's global limit (proxy/filters/connection_limit.py)
+            held = guard.admit(transport)
+            if held < 0:
+                self.closed = True
+                return
+            self.held = held
         if w.draining:
             self.draining = True
 
     def connection_lost(self, exc):
         self.closed = True
         self.hcm.conn_count -= 1
+        if self.held:
+            self.hcm.guard.release(self.held)
+            self.held = 0
         cdef HcmStats st = self.st
         st.s.gauge_add(st.cx_active, -1)
         st.s.inc(st.cx_destroy)
@@ -247,6 +259,8 @@ cdef class Downstream:
         self.in_req = False
 
     def data_received(self, bytes data):
+        if self.closed:
+            return      # refused at accept (connection limits), or already being closed
         self.last_io = self.w.now
         try:
             if not self.in_req:

@@ -18,7 +18,7 @@ computed lazily by whoever asks first, so no process needs a timer.
 import mmap as _mmap
 
 from libc.stdint cimport int64_t, uint64_t
-from proxy._fastpath.hosttable cimport (cyv_cas64, cyv_ld64, cyv_ldi64, cyv_monotonic_ns, cyv_st64,
+from proxy._fastpath.hosttable cimport (cyv_addi64, cyv_cas64, cyv_ld64, cyv_ldi64, cyv_monotonic_ns, cyv_st64,
                                         ht_cb_acquire, ht_cb_release)
 
 DEF RECORD = 64
@@ -129,6 +129,9 @@ cdef class SharedCounters(_SharedRecords):
 
     def release(self, Py_ssize_t i):
         ht_cb_release(self._at(i))
+
+    def add(self, Py_ssize_t i, int64_t delta):
+        cyv_addi64(self._at(i), delta)
 
     def value(self, Py_ssize_t i):
         return cyv_ldi64(self._at(i))

@@ -65,15 +65,19 @@ CATEGORIES: dict[str, Category] = {
             "envoy.filters.network.http_connection_manager": Supported(
                 "envoy.extensions.filters.network.http_connection_manager.v3."
                 "HttpConnectionManager", "HttpConnectionManager"),
+            "envoy.filters.network.connection_limit": Supported(
+                "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                "ConnectionLimit"),
         },
         refused=frozenset({
-            "client_ssl_auth", "connection_limit", "direct_response", "dubbo_proxy", "echo",
+            "client_ssl_auth", "direct_response", "dubbo_proxy", "echo",
             "ext_authz", "ext_proc", "generic_proxy", "golang", "kafka_broker", "kafka_mesh",
             "local_ratelimit", "mongo_proxy", "mysql_proxy", "postgres_proxy", "ratelimit",
             "rbac", "redis_proxy", "rocketmq_proxy", "set_filter_state", "sni_cluster",
             "sni_dynamic_forward_proxy", "tcp_proxy", "thrift_proxy", "wasm", "zookeeper_proxy",
         }),
         refusal="is not supported: cyvoy is an HTTP proxy and runs only "
+                "envoy.filters.network.connection_limit and "
                 "envoy.filters.network.http_connection_manager",
     ),
     "http_filter": Category(
@@ -105,6 +109,19 @@ CATEGORIES: dict[str, Category] = {
         }),
         refusal="is not supported yet; cyvoy runs envoy.filters.http.fault, "
                 "envoy.filters.http.local_ratelimit and envoy.filters.http.router",
+    ),
+    "resource_monitor": Category(
+        what="resource monitor",
+        name_prefix="envoy.resource_monitors.",
+        package_prefix="envoy.extensions.resource_monitors.",
+        supported={
+            "envoy.resource_monitors.global_downstream_max_connections": Supported(
+                "envoy.extensions.resource_monitors.downstream_connections.v3."
+                "DownstreamConnectionsConfig", "DownstreamConnectionsConfig"),
+        },
+        refused=frozenset({"fixed_heap", "injected_resource", "cgroup_memory", "cpu_utilization"}),
+        refusal="is not supported; the overload manager of cyvoy runs only "
+                "envoy.resource_monitors.global_downstream_max_connections",
     ),
     "access_logger": Category(
         what="access logger",

@@ -9,13 +9,15 @@ from proxy.config import datasource
 from proxy.config.addresses import socket_address
 from proxy.config.errors import ConfigError, index, join
 from proxy.access_log.format import FormatError, formatter_for
-from proxy.config.model import (AccessLogConfig, DownstreamTls, HttpConnectionManager, Listener,
-                                TlsCertificate)
+from proxy.config.model import (AccessLogConfig, ConnectionLimit, DownstreamTls, HttpConnectionManager,
+                                Listener, TlsCertificate)
 from proxy.config.filters import build_http_filter
 from proxy.config.routes import build_route_config
 from proxy.config.validate import validate
 
 ROUTER = "envoy.filters.http.router"
+HCM = "envoy.filters.network.http_connection_manager"
+CONNECTION_LIMIT = "envoy.filters.network.connection_limit"
 TLS = "envoy.transport_sockets.tls"
 FILE_LOGGER = "envoy.access_loggers.file"
 STREAM_LOGGERS = {"envoy.access_loggers.stdout": "/dev/stdout",
@@ -59,19 +61,26 @@ def _listener(raw: dict, i: int, path: str, clusters: Collection[str]) -> Listen
     if not filters:
         raise ConfigError(fpath, "needs the envoy.filters.network.http_connection_manager "
                                  "filter")
-    if len(filters) > 1:
-        raise ConfigError(index(fpath, 1), "not supported by cyvoy (the "
-                                           "http_connection_manager must be the only network "
-                                           "filter)")
-    # Validation admits only the HTTP connection manager as a network filter.
-    hcm = _hcm(filters[0]["typed_config"]["config"],
-               join(index(fpath, 0), "typed_config"), clusters)
+    # Validation admits the connection limit and the HTTP connection manager, which is terminal.
+    names = [f["typed_config"]["extension"] for f in filters]
+    if names[-1] != HCM:
+        raise ConfigError(index(fpath, len(names) - 1), f"the last network filter must be {HCM}")
+    if names.count(HCM) > 1 or len(names) > 2 or (len(names) == 2 and names[0] != CONNECTION_LIMIT):
+        raise ConfigError(fpath, f"not supported by cyvoy (at most {CONNECTION_LIMIT}, then {HCM})")
+    limit = None
+    if len(names) == 2:
+        c = filters[0]["typed_config"]["config"]
+        limit = ConnectionLimit(stat_prefix=c["stat_prefix"], max_connections=c["max_connections"],
+                                delay=c["delay"] or 0.0)
+    hcm = _hcm(filters[-1]["typed_config"]["config"],
+               join(index(fpath, len(names) - 1), "typed_config"), clusters)
     tls = None
     socket = chain["transport_socket"]
     if socket is not None and socket["typed_config"]["extension"] == TLS:
         tls = _tls(socket["typed_config"]["config"], join(join(cpath, "transport_socket"),
                                                           "typed_config"))
-    return Listener(name=name, address=address, port=port, hcm=hcm, tls=tls)
+    return Listener(name=name, address=address, port=port, hcm=hcm, tls=tls, connection_limit=limit,
+                    ignore_global_conn_limit=raw["ignore_global_conn_limit"])
 
 
 def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager:

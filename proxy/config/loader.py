@@ -72,7 +72,16 @@ def build_bootstrap(document: Any) -> Bootstrap:
         warnings=warnings,
         node_id=node["id"],
         node_cluster=node["cluster"],
+        max_downstream_connections=_global_connection_limit(doc["overload_manager"]),
     )
+
+
+def _global_connection_limit(om: Optional[dict]) -> Optional[int]:
+    """overload_manager: the global_downstream_max_connections monitor's limit, if configured."""
+    limit = None
+    for m in (om or {}).get("resource_monitors") or []:
+        limit = m["typed_config"]["config"]["max_active_downstream_connections"]
+    return limit
 
 
 def _routes(listeners):

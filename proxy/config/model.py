@@ -252,12 +252,23 @@ class DownstreamTls:
 
 
 @dataclass(slots=True)
+class ConnectionLimit:
+    """extensions.filters.network.connection_limit.v3.ConnectionLimit, before the HCM."""
+    stat_prefix: str
+    max_connections: int
+    delay: float = 0.0                       # close an over-limit connection after this long
+    counter: int = -1                        # its shared active-connections counter (filters.assign_shared)
+
+
+@dataclass(slots=True)
 class Listener:
     name: str                                # absent in the config: "listener_<index>" (Envoy generates a UUID)
     address: str
     port: int                                # 0 is allowed (ephemeral) for tests
     hcm: HttpConnectionManager
     tls: Optional[DownstreamTls] = None
+    connection_limit: Optional[ConnectionLimit] = None
+    ignore_global_conn_limit: bool = False   # not counted in the overload manager's global limit
 
 
 @dataclass(slots=True)
@@ -311,3 +322,5 @@ class Bootstrap:
     warnings: list[str] = field(default_factory=list)      # things accepted with a caveat, logged at start
     node_id: str = ""                                      # node.id, kept for /server_info
     node_cluster: str = ""                                 # node.cluster
+    # overload_manager's envoy.resource_monitors.global_downstream_max_connections (None: no limit)
+    max_downstream_connections: Optional[int] = None

@@ -84,7 +84,7 @@ message("Bootstrap", "envoy.config.bootstrap.v3.Bootstrap", {
     "tracing": no(TRACING),
     "layered_runtime": f(Msg("LayeredRuntime")),
     "admin": f(Msg("Admin")),
-    "overload_manager": no("the overload manager is not supported"),
+    "overload_manager": f(Msg("OverloadManager")),
     "enable_dispatcher_stats": no("dispatcher stats are not supported", BOOL, False),
     "header_prefix": no("a custom x-envoy header prefix is not supported"),
     "stats_server_version_override": no("stats options are not supported"),
@@ -122,7 +122,8 @@ message("Admin", "envoy.config.bootstrap.v3.Admin", {
     "access_log": no("admin access logging is not supported", List(STRUCT), []),
     "profile_path": no("CPU profiling is not supported"),
     "socket_options": no("socket options are not supported"),
-    "ignore_global_conn_limit": no("the global connection limit is not supported", BOOL, False),
+    # the admin interface is a process of its own and never counts toward the global limit
+    "ignore_global_conn_limit": f(BOOL, False),
     "allow_paths": no("admin path allow-lists are not supported yet"),
 })
 
@@ -192,7 +193,7 @@ message("Listener", "envoy.config.listener.v3.Listener", {
     "bind_to_port": no("listeners always bind their port", BOOL, True),
     "internal_listener": no("internal listeners are not supported"),
     "enable_mptcp": no("MPTCP is not supported", BOOL, False),
-    "ignore_global_conn_limit": no("the global connection limit is not supported", BOOL, False),
+    "ignore_global_conn_limit": f(BOOL, False),
     "bypass_overload_manager": no("the overload manager is not supported", BOOL, False),
     "fcds_config": no(XDS),
 })
@@ -340,6 +341,34 @@ message("HttpFilter",
     "is_optional": no("optional filters are not supported", BOOL, False),
     "disabled": no("disabled filters are not supported", BOOL, False),
 })
+
+# extensions/filters/network/connection_limit/v3/connection_limit.proto
+message("ConnectionLimit", "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit", {
+    "stat_prefix": f(NONEMPTY, required=True),
+    "max_connections": f(Int("uint64", 1, 2**63 - 1), required=True),
+    "delay": f(DURATION),
+    "runtime_enabled": no("runtime feature flags are not supported"),
+})
+
+# config/overload/v3/overload.proto: only the proactive global connection limit
+message("OverloadManager", "envoy.config.overload.v3.OverloadManager", {
+    # the one monitor cyvoy runs is proactive (checked on every accept): nothing to refresh
+    "refresh_interval": f(DURATION),
+    "resource_monitors": f(List(Msg("ResourceMonitor"))),
+    "actions": no("overload actions are not supported (only the global connection limit is)"),
+    "buffer_factory_config": no("buffer factory options are not supported"),
+    "loadshed_points": no("load shed points are not supported"),
+})
+
+message("ResourceMonitor", "envoy.config.overload.v3.ResourceMonitor", {
+    "name": f(NONEMPTY, required=True),
+    "typed_config": f(TypedConfig("resource_monitor")),
+})
+
+message("DownstreamConnectionsConfig",
+        "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig", {
+            "max_active_downstream_connections": f(Int("int64", 1, 2**63 - 1), required=True),
+        })
 
 # extensions/filters/http/fault/v3/fault.proto, extensions/filters/common/fault/v3/fault.proto
 FAULT_RUNTIME = "fault runtime keys are read under their default names only"

@@ -55,8 +55,9 @@ def runtime_share(default: tuple[int, int], key, runtime: dict) -> tuple[int, in
 
 class SharedFilterState:
     """What the filters share across workers, allocated by the master before fork: a token
-    bucket per local rate limit config and an active-faults counter per fault config with
-    max_active_faults."""
+    bucket per local rate limit config, an active-faults counter per fault config with
+    max_active_faults, an active-connections counter per connection_limit network filter, and
+    one for the overload manager's global downstream connection limit."""
 
     def __init__(self, bootstrap):
         buckets, counters = assign_shared(bootstrap.listeners)
@@ -65,6 +66,30 @@ class SharedFilterState:
             max_tokens, per_fill, interval = cfg.token_bucket
             self.buckets.configure(cfg.bucket, max_tokens, per_fill, interval)
         self.counters = SharedCounters(len(counters))
+        limited = [lst for lst in bootstrap.listeners if lst.connection_limit is not None]
+        for i, lst in enumerate(limited):
+            lst.connection_limit.counter = i
+        self.connections = SharedCounters(len(limited))
+        self.global_connections = SharedCounters(1)
+        self.global_limit = bootstrap.max_downstream_connections
+        self._listeners = list(bootstrap.listeners)
+
+    def give_back(self, registry, store, slot) -> None:
+        """A worker died with connections open: return its share of the connection counts
+        (from its own gauges) so the limits do not shrink."""
+        from proxy.stats.registry import listener_stat_prefix
+        for lst in self._listeners:
+            try:
+                active = store.slot_gauge(slot, registry.gauge(
+                    f"listener.{listener_stat_prefix(lst.address, lst.port)}.downstream_cx_active"))
+            except KeyError:
+                continue
+            if active <= 0:
+                continue
+            if self.global_limit is not None and not lst.ignore_global_conn_limit:
+                self.global_connections.add(0, -active)
+            if lst.connection_limit is not None:
+                self.connections.add(lst.connection_limit.counter, -active)
 
 
 class FilterChain:

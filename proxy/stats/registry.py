@@ -332,6 +332,11 @@ class StatRegistry:
                 root = f"http.{lst.hcm.stat_prefix}.fault."
                 counters += [root + s for s in FAULT_COUNTERS]
                 gauges += [root + s for s in FAULT_GAUGES]
+        for lst in listeners:
+            if lst.connection_limit is not None:
+                root = f"connection_limit.{lst.connection_limit.stat_prefix}."
+                counters.append(root + "limited_connections")
+                gauges.append(root + "active_connections")
         for cfg in all_filter_configs(listeners):
             if isinstance(cfg, LocalRateLimitFilter):
                 counters += [f"{cfg.stat_prefix}.http_local_rate_limit.{s}" for s in LOCAL_RATELIMIT_COUNTERS]
