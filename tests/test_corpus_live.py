@@ -429,6 +429,7 @@ def test_zz_summary_and_worker_alive(live, capsys):
     assert live.proxy.proc.poll() is None
 
     events = live.upstream.since(0)
+    ambiguous_reuse: list = []
     groups: dict = {}
     for case_id, (group, desc) in live.results.items():
         groups.setdefault(group, []).append((case_id, desc))
@@ -442,8 +443,12 @@ def test_zz_summary_and_worker_alive(live, capsys):
                 if group == "desync Ambiguous: forwarded":
                     _mark, end, conns = live.windows[case_id]
                     reused = any(e.kind == "request" and e.conn in conns for e in events[end:])
+                    # issue 7's gate: a forwarded Ambiguous message leaves neither connection reused
+                    if reused or live.client_close.get(case_id) != "answered with Connection: close":
+                        ambiguous_reuse.append(case_id)
                     extra = (f" [client connection {live.client_close.get(case_id, '?')}; upstream connection "
                              f"{'REUSED' if reused else 'not reused'} afterwards]")
                 lines.append(f"    {case_id}: {desc}{extra}")
     with capsys.disabled():
         print("\n[http1 corpus, live through cyvoy]\n  " + "\n  ".join(lines))
+    assert not ambiguous_reuse, f"forwarded Ambiguous cases with a connection reused: {ambiguous_reuse}"

@@ -1066,3 +1066,10 @@ def test_valid_requests_agree_with_httptools(r):
             assert h.get(name) == value.rstrip(b" \t")
             seen.add(name)
         assert value.rstrip(b" \t") in h.get_all(name)
+
+
+@pytest.mark.parametrize("name", [b"Transfer---Encoding", b"Transfer___Encoding", b"TransferEncoding",
+                                  b"Content--Length", b"content_length_"])
+def test_framing_header_look_alikes_are_400(name):
+    # a server that folds '-' and '_' would see a framing header the proxy did not
+    refused(b"POST / HTTP/1.1\r\nHost: a\r\n" + name + b": chunked\r\n\r\n")

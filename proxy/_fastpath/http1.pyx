@@ -684,7 +684,24 @@ cdef inline int _classify(const uchar* s, Py_ssize_t n) noexcept nogil:
             return H_XFP
     if n > 8 and c0 == b'x' and _ci_eq(s, "x-envoy-", 8):
         return H_ENVOY
+    if n >= 13 and (c0 == b't' or c0 == b'c') and (_squashed_eq(s, n, "transferencoding", 16)
+                                                  or _squashed_eq(s, n, "contentlength", 13)):
+        # "Transfer---Encoding", "TransferEncoding", "content__length"...: look-alikes that a
+        # server normalizing '-'/'_' would take as framing (desync-guardian Ambiguous 39, 40)
+        return H_FRAMING_LOOKALIKE
     return H_OTHER
+
+
+cdef bint _squashed_eq(const uchar* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept nogil:
+    # case-insensitive compare of the name without its '-' and '_' characters
+    cdef Py_ssize_t i, k = 0
+    for i in range(n):
+        if s[i] == b'-' or s[i] == b'_':
+            continue
+        if k >= m or (s[i] | 0x20) != <uchar>lit[k]:
+            return False
+        k += 1
+    return k == m
 
 
 cdef int _content_length(const uchar* p, Hdr* h, St* st) noexcept nogil:
@@ -808,7 +825,7 @@ cdef int _header_semantics(const uchar* p, Hdr* h, St* st) noexcept nogil:
     if cls == H_CONNECTION:
         return _connection(p, h, st)
     if cls == H_FRAMING_LOOKALIKE:
-        return _fail(st, 400, "underscore variant of a framing header")
+        return _fail(st, 400, "look-alike of a framing header (extra or missing '-', or '_')")
     if st.response:
         return 1
     if cls == H_HOST:
