@@ -177,7 +177,8 @@ class RouteEntry:
     __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
                  "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
-                 "per_filter", "cluster_header", "not_found_code", "header_targets", "extras")
+                 "per_filter", "cluster_header", "not_found_code", "header_targets", "extras",
+                 "upgrades")
 
     def header_target(self, head):
         """cluster_header: the Target of the cluster the request header names, None when the
@@ -353,15 +354,18 @@ class VirtualHostTable:
 
 
 class RouteTable:
-    def __init__(self, rc: model.RouteConfiguration, clusters: dict, runtime: dict | None = None):
+    def __init__(self, rc: model.RouteConfiguration, clusters: dict, runtime: dict | None = None,
+                 upgrades: dict | None = None):
         self.runtime = runtime or {}
+        upgrades = upgrades or {}
         self.exact: dict[bytes, VirtualHostTable] = {}
         self.suffix: list[tuple[bytes, VirtualHostTable]] = []   # "*.example.com" -> b".example.com"
         self.prefix: list[tuple[bytes, VirtualHostTable]] = []   # "example.*" -> b"example."
         self.default: VirtualHostTable | None = None
         self._cache: dict[bytes, VirtualHostTable | None] = {}
         for vh in rc.virtual_hosts:
-            table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters, self.runtime) for r in vh.routes])
+            table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters, self.runtime, upgrades)
+                                                for r in vh.routes])
             for d in vh.domains:
                 d = d.lower()
                 if d == "*":
@@ -377,7 +381,7 @@ class RouteTable:
         self.prefix.sort(key=lambda x: -len(x[0]))
 
     @staticmethod
-    def _entry(r: model.Route, vh, rc, clusters, runtime) -> tuple:
+    def _entry(r: model.Route, vh, rc, clusters, runtime, upgrades) -> tuple:
         e = RouteEntry()
         e.name = r.name
         e.match = r.match
@@ -390,6 +394,7 @@ class RouteTable:
         e.timeout = 0
         e.cluster_header = None
         e.extras = None
+        e.upgrades = upgrades       # the connection manager's upgrade_configs (a route may override)
         # typed_per_filter_config: the most specific level wins, per filter (route over vhost)
         e.per_filter = {**vh.per_filter, **r.per_filter}
         levels = [r.edits, vh.edits, rc.edits]
@@ -410,6 +415,8 @@ class RouteTable:
             e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
             e.auto_host_rewrite = a.auto_host_rewrite
             e.hash_fn = compile_hash_policy(a.hash_policy) if a.hash_policy else None
+            if a.upgrades:       # Envoy: a route's setting for a type overrides the HCM's
+                e.upgrades = {**upgrades, **a.upgrades}
             # a route's retry_policy replaces the virtual host's entirely (not merged)
             policy = a.retry_policy or vh.retry_policy
             e.retry = RetryPlan(policy) if policy is not None else None

@@ -92,8 +92,8 @@ class Worker:
         for lc in self.bootstrap.listeners:
             sock = socks[lc.name]
             tls = _ssl_context(lc.tls) if lc.tls else None
-            hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters, self.bootstrap.runtime),
-                      tls is not None)
+            hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters, self.bootstrap.runtime,
+                                         lc.hcm.upgrades), tls is not None)
             hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
                                  self.registry.listener_indexes_for(lc))
             hcm.filters = FilterChain.for_hcm(lc.hcm, self, self.filter_state)

@@ -686,9 +686,21 @@ def test_http_filters_must_include_the_router():
     assert e.path == HCM + ".http_filters" and "envoy.filters.http.router" in e.reason
 
 
+def test_connect_upgrade_type_is_refused():
+    doc = config()
+    hcm(doc)["upgrade_configs"] = [{"upgrade_type": "websocket"}, {"upgrade_type": "CONNECT"}]
+    e = refusal(doc)
+    assert e.path == HCM + ".upgrade_configs[1].upgrade_type" and "CONNECT" in e.reason
+
+
+def test_upgrade_configs_are_read_by_type():
+    doc = config()
+    hcm(doc)["upgrade_configs"] = [{"upgrade_type": "WebSocket"}, {"upgrade_type": "foo", "enabled": False}]
+    assert load_dict(doc).listeners[0].hcm.upgrades == {"websocket": True, "foo": False}
+
+
 @pytest.mark.parametrize("field, value", [("access_log_options",
                                            {"flush_access_log_on_new_request": True}),
-                                          ("upgrade_configs", [{"upgrade_type": "websocket"}]),
                                           ("http2_protocol_options", {})])
 def test_connection_manager_features_not_supported_yet(field, value):
     doc = config()

@@ -393,7 +393,6 @@ def test_host_rewrites_are_exclusive():
     ("regex_rewrite", {"pattern": {"regex": "x"}, "substitution": "y"}),
     ("idle_timeout", "5s"),
     ("max_stream_duration", {}),
-    ("upgrade_configs", [{"upgrade_type": "websocket"}]),
 ])
 def test_route_action_features_not_supported_yet(field, value):
     e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", field: value}}))

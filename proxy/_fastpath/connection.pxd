@@ -103,6 +103,8 @@ cdef class Downstream:
     cdef bint internal                 # the listener has internal_address_config
     cdef bint attempt_req, attempt_resp   # x-envoy-attempt-count on the request / the response
     cdef int held                      # connection-limit units this connection holds (ConnectionGuard)
+    cdef public bint upgrading         # the request in flight asked for an enabled upgrade
+    cdef public bint tunnel            # upgraded: raw bytes both ways
     cdef double route_timeout          # the route timeout of the request in flight (x-envoy-upstream-rq-timeout-ms may change it)
     cdef double retry_after            # rate_limited_retry_back_off interval for the next retry; < 0: none
     cdef public double try_end         # this try's per_try_timeout end (0: none)

@@ -20,7 +20,7 @@ from proxy.access_log.record import LogRecord, headers_with
 from proxy.filters import Reply as FilterReply
 from proxy.shadow import shadow_head
 from proxy.config.routes import RETRY_ON_SUPPORTED
-from proxy.router import RetryPlan
+from proxy.router import RetryPlan, remove_lines as _remove_lines
 from proxy._fastpath.http1 import (HttpError, build_response_head, encode_chunk, last_chunk,
                                    parse_request, parse_response)
 
@@ -63,6 +63,7 @@ cdef enum:
     IDLE = 0
     HEAD = 1
     BODY = 2
+    TUNNEL = 3          # after a 101: raw bytes both ways (HTTP/1.1 upgrade, e.g. WebSocket)
 
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -74,6 +75,7 @@ cdef enum:
     F_STATUS = 4        # a response status
 # RFC 9110 section 9.2.2: methods a retry may repeat once bytes reached an upstream
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_UPGRADE_HOP = frozenset((b"connection", b"upgrade", b"server"))
 cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -200,6 +202,8 @@ cdef class Downstream:
         self.wait_token = 0
         self.attempt_req = self.attempt_resp = False
         self.held = 0
+        self.upgrading = False
+        self.tunnel = False
         self.try_idle = 0.0
         self.try_end = 0.0
 
@@ -235,6 +239,8 @@ cdef class Downstream:
             self.draining = True
 
     def connection_lost(self, exc):
+        if self.tunnel:
+            self._end_tunnel()
         self.closed = True
         self.hcm.conn_count -= 1
         if self.held:
@@ -262,6 +268,9 @@ cdef class Downstream:
         if self.closed:
             return      # refused at accept (connection limits), or already being closed
         self.last_io = self.w.now
+        if self.tunnel:
+            self.up.transport.write(data)
+            return
         try:
             if not self.in_req:
                 self._read_head(self.buf + data if self.buf else data)
@@ -279,6 +288,9 @@ cdef class Downstream:
     def eof_received(self):
         # A client may half-close after sending its request; the response still goes out.
         if not self.in_req:
+            return False
+        if self.tunnel:
+            self._end_tunnel()
             return False
         self.keep_alive = False
         if not self.req_done and not self.resp_started:
@@ -384,6 +396,64 @@ cdef class Downstream:
                 return
         self._route()
 
+    def _upgrade(self, entry, bytes upgrade):
+        """An HTTP/1.1 upgrade request: the header lines that carry it upstream when the
+        connection manager's (or the route's) upgrade_configs enable its type; b"" to forward it
+        as a plain request (h2c, which a server may ignore: RFC 9110 7.8); None when refused
+        with Envoy's 403 (an upgrade type not enabled)."""
+        kind = upgrade.split(b",", 1)[0].strip().lower()
+        if kind == b"h2c":
+            return b""
+        if not entry.upgrades.get(kind.decode("latin-1"), False):
+            self._local_for_request(403, b"", "")    # Envoy: upgrade_failed
+            return None
+        self.upgrading = True
+        self.retry = None           # a tunnel is never replayed or mirrored
+        self.mirrors = None
+        return b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n"
+
+    def on_upgraded(self, ResponseHead rh, Upstream up, bytes rest):
+        """The upstream answered 101: pass it on, then carry raw bytes both ways until either
+        side closes. The route timeout no longer applies; stream_idle_timeout does."""
+        self.tunnel = True
+        self.resp_started = True
+        self.status = 101
+        self._record(101, False)
+        cdef ClusterStats cst = self.cst
+        if cst is not None:
+            cst.s.inc(cst.rq_1xx)
+            cst.s.inc(cst.rq_code_base + 1)
+        value = rh.get(b"upgrade") or self.head.upgrade
+        # the 101's own Connection/Upgrade (hop-by-hop) are replaced by the proxy's
+        headers = _remove_lines(rh.headers, _UPGRADE_HOP)
+        self.transport.write(build_response_head(
+            101, headers, b"connection: upgrade\r\nupgrade: " + value + b"\r\n" + self.hcm.server_line,
+            -3, True))
+        if rest:
+            self.transport.write(rest)
+        if self.buf:                # client bytes that came before the 101
+            up.transport.write(self.buf)
+            self.buf = b""
+            self._resume(P_PIPELINE)
+        self.route_deadline = 0.0
+        self.try_end = self.try_idle = 0.0
+        if self.hcm.stream_idle_timeout:
+            self._set_deadline(self.hcm.stream_idle_timeout, C_STREAM_IDLE)
+        else:
+            self.deadline_kind = 0
+
+    def _end_tunnel(self):
+        if not self.tunnel:
+            return
+        self.tunnel = False
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.close()
+        self.keep_alive = False
+        if self.in_req:
+            self._finish()          # access log, stats, and the client connection closes
+
     def _filter_verdict(self, verdict):
         """A filter answered (proxy.filters): a local reply, or a delay before going on."""
         if type(verdict) is FilterReply:
@@ -429,6 +499,12 @@ cdef class Downstream:
             st.s.inc(st.no_cluster)
             self._local_for_request(entry.not_found_code, b"", "NC")
             return
+        cdef bytes upgrade_lines = b""
+        self.upgrading = False
+        if head.upgrade is not None:
+            upgrade_lines = self._upgrade(entry, head.upgrade)
+            if upgrade_lines is None:
+                return
         cluster = target.cluster
         hash_fn = entry.hash_fn
         key = hash_fn(head, self.peer) if hash_fn is not None else None
@@ -486,6 +562,8 @@ cdef class Downstream:
         cdef bytes extra = timeout_line
         if self.filter_extra:
             extra = self.filter_extra + extra
+        if upgrade_lines:
+            extra = upgrade_lines + extra
         if target.req is not None:
             headers, more = target.req.apply(headers, head.get)
             extra = more + extra
@@ -1438,6 +1516,10 @@ cdef class Upstream:
 
     def data_received(self, bytes data):
         cdef Downstream ds = self.ds
+        if self.state == TUNNEL and ds is not None:
+            ds.last_io = self.worker.now
+            ds.transport.write(data)
+            return
         if ds is None:
             # Bytes on an idle connection: the upstream is confused; never reuse it.
             self.close()
@@ -1477,6 +1559,11 @@ cdef class Upstream:
                 # as Envoy does by default); 101 needs an upgrade we did not ask for.
                 if status == 101:
                     self.buf = b""
+                    if ds.upgrading:
+                        self.state = TUNNEL
+                        self.reusable = False
+                        ds.on_upgraded(rh, self, buf[rh.head_len:])
+                        return
                     self.close()
                     ds.on_upstream_error(502, "upstream sent 101 without an upgrade", "UPE")
                     return
@@ -1569,6 +1656,12 @@ cdef class Upstream:
         self.reusable = False
         self.cst.s.gauge_add(self.cst.cx_active, -1)
         self.cst.s.inc(self.cst.cx_destroy)
+        if self.state == TUNNEL:
+            self.state = IDLE
+            if self.ds is not None:
+                ds_t = self.ds
+                self.ds = None
+                ds_t._end_tunnel()
         if self.table is not None:
             table = self.table
             self.table = None

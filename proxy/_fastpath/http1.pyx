@@ -1334,6 +1334,25 @@ cdef enum:
     S_DONE = 20
 
 
+cdef bint _framing_in_trailers(bytes t):
+    # `t`: trailer field lines already validated by the decoder (token ":" value CRLF)
+    cdef const uchar* p = <const uchar*>PyBytes_AS_STRING(t)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(t), i = 0, j
+    cdef int cls
+    while i < n:
+        j = i
+        while j < n and p[j] != COLON:
+            j += 1
+        if j > i:
+            cls = _classify(p + i, j - i)
+            if cls == H_CONTENT_LENGTH or cls == H_TRANSFER_ENCODING or cls == H_FRAMING_LOOKALIKE:
+                return True
+        while j < n and p[j] != LF:
+            j += 1
+        i = j + 1
+    return False
+
+
 @cython.final
 cdef class ChunkedDecoder:
     """Incremental decoder of a chunked body.
@@ -1604,6 +1623,13 @@ cdef class ChunkedDecoder:
                 if state == S_DONE:
                     self.trailers = bytes(self._tbuf[:len(self._tbuf) - 2])
                     self._tbuf = None
+        if state == S_DONE and PyBytes_GET_SIZE(self.trailers) and _framing_in_trailers(self.trailers):
+            # RFC 9110 6.5.1: framing fields cannot be sent as trailers. Forwarded, a recipient that
+            # merges trailers into the header section (6.5.2 forbids it, some do) would see a second
+            # framing header; refused like a framing look-alike in the header section.
+            Py_XDECREF(out)
+            self.trailers = _EMPTY
+            _raise(400, "framing field in the trailer section")
         if state == S_DONE:
             self.done = True
             self.consumed = i

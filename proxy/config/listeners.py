@@ -12,7 +12,7 @@ from proxy.access_log.format import FormatError, formatter_for
 from proxy.config.model import (AccessLogConfig, ConnectionLimit, DownstreamTls, HttpConnectionManager,
                                 Listener, TlsCertificate)
 from proxy.config.filters import build_http_filter
-from proxy.config.routes import build_route_config
+from proxy.config.routes import build_route_config, upgrade_map
 from proxy.config.validate import validate
 
 ROUTER = "envoy.filters.http.router"
@@ -122,6 +122,7 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
                      for i, entry in enumerate(h["access_log"])],
         filters=built,
         internal_cidrs=_internal_cidrs(h["internal_address_config"], join(path, "internal_address_config")),
+        upgrades=upgrade_map(h["upgrade_configs"], join(path, "upgrade_configs")),
     )
 
 

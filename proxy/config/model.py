@@ -106,6 +106,7 @@ class RouteAction:
     cluster_not_found_response_code: int = 503            # SERVICE_UNAVAILABLE (404 NOT_FOUND, 500 INTERNAL_SERVER_ERROR)
     runtime_key_prefix: str = ""                          # weighted_clusters.runtime_key_prefix: ignored with a warning
     mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
+    upgrades: dict[str, bool] = field(default_factory=dict)     # upgrade_configs: overrides the HCM's, per type
     weighted_clusters: list[WeightedCluster] = field(default_factory=list)
     total_weight: int = 0                                 # 0: sum of weights (Envoy's default since v1.21)
     timeout: float = 15.0                                 # route timeout; 0 disables
@@ -234,6 +235,8 @@ class HttpConnectionManager:
     server_name: str = "cyvoy"               # Envoy says "envoy"; we are not Envoy
     access_logs: list[AccessLogConfig] = field(default_factory=list)
     filters: list[HttpFilter] = field(default_factory=list)   # http_filters before the router
+    # upgrade_configs: lower-cased upgrade type -> enabled (e.g. {"websocket": True})
+    upgrades: dict[str, bool] = field(default_factory=dict)
     # internal_address_config.cidr_ranges as "addr/len" (None: not configured, no client is
     # internal, so x-envoy-* request headers never steer retries or timeouts)
     internal_cidrs: Optional[list[str]] = None

@@ -230,6 +230,7 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                          retry_policy=_retry_policy(a["retry_policy"], join(path, "retry_policy"))
                          if a["retry_policy"] is not None else None,
                          cluster_not_found_response_code=NOT_FOUND_CODES[a["cluster_not_found_response_code"]],
+                         upgrades=upgrade_map(a["upgrade_configs"], join(path, "upgrade_configs")),
                          mirrors=_mirrors(a, path, clusters))
     if a["cluster"] is not None:
         action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
@@ -256,6 +257,19 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
     action.total_weight = total
     action.runtime_key_prefix = wc["runtime_key_prefix"]
     return action
+
+
+def upgrade_map(configs: list, path: str) -> dict[str, bool]:
+    """upgrade_configs as {lower-cased upgrade type: enabled}; CONNECT is refused (cyvoy has no
+    CONNECT support)."""
+    out: dict[str, bool] = {}
+    for i, u in enumerate(configs):
+        kind = u["upgrade_type"].lower()
+        if kind == "connect":
+            raise ConfigError(join(index(path, i), "upgrade_type"), "not supported by cyvoy (CONNECT "
+                                                                  "is not supported)")
+        out[kind] = u["enabled"]
+    return out
 
 
 NOT_FOUND_CODES = {"SERVICE_UNAVAILABLE": 503, "NOT_FOUND": 404, "INTERNAL_SERVER_ERROR": 500}

@@ -294,7 +294,7 @@ message("HttpConnectionManager",
     "proxy_100_continue": no("proxying 100-continue is not supported yet", BOOL, False),
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6": no(
         "IPv4-mapped remote addresses are not supported", BOOL, False),
-    "upgrade_configs": no("protocol upgrades (e.g. WebSocket) are not supported yet"),
+    "upgrade_configs": f(List(Msg("UpgradeConfig"))),
     "normalize_path": no("path normalisation is not supported yet", BOOL, False),
     "merge_slashes": no("slash merging is not supported yet", BOOL, False),
     "path_with_escaped_slashes_action": no(
@@ -340,6 +340,20 @@ message("HttpFilter",
     "config_discovery": no(EXT_DISCOVERY),
     "is_optional": no("optional filters are not supported", BOOL, False),
     "disabled": no("disabled filters are not supported", BOOL, False),
+})
+
+# HttpConnectionManager.UpgradeConfig and RouteAction.UpgradeConfig: HTTP/1.1 upgrades
+message("UpgradeConfig",
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", {
+            "upgrade_type": f(NONEMPTY, required=True),
+            "filters": no("upgrade-specific filter chains are not supported"),
+            "enabled": f(BOOL, True),
+        })
+
+message("RouteUpgradeConfig", "envoy.config.route.v3.RouteAction.UpgradeConfig", {
+    "upgrade_type": f(NONEMPTY, required=True),
+    "enabled": f(BOOL, True),
+    "connect_config": no("CONNECT is not supported"),
 })
 
 # extensions/filters/network/connection_limit/v3/connection_limit.proto
@@ -717,7 +731,7 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
     "cors": no(CORS),
     "max_grpc_timeout": no("gRPC timeouts are not supported"),
     "grpc_timeout_offset": no("gRPC timeouts are not supported"),
-    "upgrade_configs": no("protocol upgrades (e.g. WebSocket) are not supported yet"),
+    "upgrade_configs": f(List(Msg("RouteUpgradeConfig"))),
     "internal_redirect_policy": no("internal redirects are not supported"),
     "internal_redirect_action": no(
         "internal redirects are not supported",
