@@ -75,6 +75,9 @@ cdef enum:
     F_STATUS = 4        # a response status
 # RFC 9110 section 9.2.2: methods a retry may repeat once bytes reached an upstream
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+import socket as _socket
+import struct as _struct
+_LINGER_0 = _struct.pack("ii", 1, 0)
 _UPGRADE_HOP = frozenset((b"connection", b"upgrade", b"server"))
 cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
 
@@ -1200,7 +1203,7 @@ cdef class Downstream:
                   self.head.path if self.head is not None else b"", status, reason, flag)
         if self.in_req and self.resp_started:
             self.closed = True
-            self.transport.abort()
+            _reset(self.transport)
             return
         if not self.req_done or bad_request:
             self.keep_alive = False   # the rest of the request body would be read as a new request
@@ -1387,6 +1390,19 @@ def _reset_interval(r, ResponseHead rh):
         if t <= r.reset_max_interval:
             return t
     return -1.0
+
+
+cdef _reset(transport):
+    """Close with a TCP reset, not a FIN: a client whose response is cut short must not take
+    what it got for a whole response (an HTTP/1.0 body delimited by the close would look
+    complete). SO_LINGER with a zero timeout makes the close send RST."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_0)
+        except OSError:
+            pass
+    transport.abort()
 
 
 cdef bint _take_connection(ClusterStats cst, object host, HostTable table):
