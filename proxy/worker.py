@@ -225,9 +225,17 @@ def _per_host_thresholds(cfg):
     return per_host[0] if per_host else None
 
 
+_TLS_VERSIONS = {"TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,
+                 "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
+
+
 def _ssl_context(tls) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2   # Envoy's server default minimum
+    # tls_params (Envoy's server defaults: TLS 1.2 to 1.3)
+    ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
+    ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
+    if tls.cipher_suites:
+        ctx.set_ciphers(":".join(tls.cipher_suites))   # TLS 1.2 and below; 1.3 suites are fixed
     for cert in tls.certificates:
         # ssl wants files; the PEM may have come inline from the config
         with tempfile.NamedTemporaryFile("wb", suffix=".pem") as cf, \

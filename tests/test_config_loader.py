@@ -781,9 +781,9 @@ def test_client_certificate_validation_is_not_supported_yet():
     assert "mTLS" in e.reason
 
 
-def test_tls_parameters_are_not_supported_yet():
-    e = refusal(with_tls(config(), tls_params={"tls_minimum_protocol_version": "TLSv1_3"}))
-    assert e.path == TLS + ".common_tls_context.tls_params" and "not supported" in e.reason
+def test_tls_ecdh_curves_are_not_supported():
+    e = refusal(with_tls(config(), tls_params={"ecdh_curves": ["X25519"]}))
+    assert e.path == TLS + ".common_tls_context.tls_params.ecdh_curves" and "not supported" in e.reason
 
 
 def test_upstream_tls_context_cannot_configure_a_listener():

@@ -217,4 +217,36 @@ def _tls(ctx: dict, path: str) -> DownstreamTls:
             raise ConfigError(index(join(cpath, "alpn_protocols"), i),
                               f"not supported by cyvoy ({protocol!r}: only 'http/1.1' is "
                               "supported)")
-    return DownstreamTls(certificates=certificates, alpn_protocols=list(common["alpn_protocols"]))
+    tls = DownstreamTls(certificates=certificates, alpn_protocols=list(common["alpn_protocols"]))
+    params = common["tls_params"]
+    if params is not None:
+        _tls_params(tls, params, join(cpath, "tls_params"))
+    return tls
+
+
+_VERSION_ORDER = ["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
+
+
+def _tls_params(tls: DownstreamTls, p: dict, path: str) -> None:
+    """tls_params: versions (TLS_AUTO keeps Envoy's server defaults, 1.2 to 1.3) and the TLS 1.2
+    cipher list in OpenSSL names, checked here so that a bad name is refused with its path."""
+    import ssl
+    if p["tls_minimum_protocol_version"] != "TLS_AUTO":
+        tls.min_version = p["tls_minimum_protocol_version"]
+    if p["tls_maximum_protocol_version"] != "TLS_AUTO":
+        tls.max_version = p["tls_maximum_protocol_version"]
+    if _VERSION_ORDER.index(tls.min_version) > _VERSION_ORDER.index(tls.max_version):
+        raise ConfigError(join(path, "tls_minimum_protocol_version"),
+                          f"{tls.min_version} is above the maximum {tls.max_version}")
+    for i, suite in enumerate(p["cipher_suites"]):
+        if "[" in suite or "|" in suite:
+            raise ConfigError(index(join(path, "cipher_suites"), i),
+                              "not supported by cyvoy (BoringSSL equal-preference groups); list "
+                              "the suites one by one")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(suite)
+        except ssl.SSLError:
+            raise ConfigError(index(join(path, "cipher_suites"), i),
+                              f"unknown cipher suite {suite!r} (OpenSSL names, e.g. "
+                              "ECDHE-RSA-AES128-GCM-SHA256)") from None
+    tls.cipher_suites = list(p["cipher_suites"])

@@ -252,6 +252,10 @@ class TlsCertificate:
 class DownstreamTls:
     certificates: list[TlsCertificate]
     alpn_protocols: list[str] = field(default_factory=list)
+    # tls_params, Envoy's downstream defaults: TLS_AUTO means TLSv1_2 .. TLSv1_3
+    min_version: str = "TLSv1_2"
+    max_version: str = "TLSv1_3"
+    cipher_suites: list[str] = field(default_factory=list)   # empty: OpenSSL's default list
 
 
 @dataclass(slots=True)

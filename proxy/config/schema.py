@@ -537,7 +537,7 @@ message("DownstreamTlsContext", "envoy.extensions.transport_sockets.tls.v3.Downs
 })
 
 message("CommonTlsContext", "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", {
-    "tls_params": no("TLS versions and cipher suites are not configurable yet"),
+    "tls_params": f(Msg("TlsParameters")),
     "tls_certificates": f(List(Msg("TlsCertificate"))),
     "tls_certificate_sds_secret_configs": no(SDS),
     "tls_certificate_provider_instance": no(CERT_PROVIDERS),
@@ -553,6 +553,17 @@ message("CommonTlsContext", "envoy.extensions.transport_sockets.tls.v3.CommonTls
     "alpn_protocols": f(List(STRING)),
     "custom_handshaker": no("custom TLS handshakers are not supported"),
     "key_log": no("TLS key logging is not supported"),
+})
+
+TLS_VERSIONS = Enum(("TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"))
+
+message("TlsParameters", "envoy.extensions.transport_sockets.tls.v3.TlsParameters", {
+    "tls_minimum_protocol_version": f(TLS_VERSIONS, "TLS_AUTO"),
+    "tls_maximum_protocol_version": f(TLS_VERSIONS, "TLS_AUTO"),
+    "cipher_suites": f(List(NONEMPTY)),
+    "ecdh_curves": no("ECDH curve lists are not configurable (OpenSSL's defaults apply)"),
+    "signature_algorithms": no("signature algorithm lists are not configurable"),
+    "compliance_policies": no("TLS compliance policies are not supported"),
 })
 
 message("TlsCertificate", "envoy.extensions.transport_sockets.tls.v3.TlsCertificate", {
