@@ -12,6 +12,7 @@ import logging
 
 from proxy._fastpath.lb import make_lb
 from proxy.config import model
+from proxy.tls import client_context
 
 log = logging.getLogger("cyvoy.cluster")
 
@@ -53,6 +54,8 @@ class Cluster:
         self.n_slots = layout.n_slots
         self.connect_timeout = cfg.connect_timeout
         self.buffer_limit = cfg.per_connection_buffer_limit_bytes
+        # transport_socket tls: (SSL context, SNI) for every connection to the cluster's hosts
+        self.ssl, self.sni = client_context(cfg.tls) if cfg.tls is not None else (None, None)
         # the endpoint's hostname (auto_host_rewrite), by address, for static clusters
         self._hostnames = {(e.address, e.port): e.hostname for e in cfg.endpoints}
         self._dns_names = {e.port: e.address for e in cfg.endpoints} if layout.dns else {}

@@ -13,8 +13,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
-import tempfile
 import time
 
 import uvloop
@@ -28,6 +26,7 @@ from proxy.connection_manager import Downstream, Hcm
 from proxy.filters import FilterChain, SharedFilterState
 from proxy.filters.connection_limit import ConnectionGuard
 from proxy.router import RouteTable
+from proxy.tls import server_context
 from proxy.shadow import ShadowWriter
 
 log = logging.getLogger("cyvoy.worker")
@@ -91,7 +90,7 @@ class Worker:
         self.setup()
         for lc in self.bootstrap.listeners:
             sock = socks[lc.name]
-            tls = _ssl_context(lc.tls) if lc.tls else None
+            tls = server_context(lc.tls) if lc.tls else None
             hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters, self.bootstrap.runtime,
                                          lc.hcm.upgrades), tls is not None)
             hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
@@ -223,31 +222,6 @@ def _per_host_thresholds(cfg):
     """per_host_thresholds (Envoy honours only its max_connections), or None."""
     per_host = (cfg.circuit_breakers or {}).get("per_host_thresholds") or []
     return per_host[0] if per_host else None
-
-
-_TLS_VERSIONS = {"TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,
-                 "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
-
-
-def _ssl_context(tls) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # tls_params (Envoy's server defaults: TLS 1.2 to 1.3)
-    ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
-    ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
-    if tls.cipher_suites:
-        ctx.set_ciphers(":".join(tls.cipher_suites))   # TLS 1.2 and below; 1.3 suites are fixed
-    for cert in tls.certificates:
-        # ssl wants files; the PEM may have come inline from the config
-        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as cf, \
-                tempfile.NamedTemporaryFile("wb", suffix=".pem") as kf:
-            cf.write(cert.certificate_chain)
-            cf.flush()
-            kf.write(cert.private_key)
-            kf.flush()
-            ctx.load_cert_chain(cf.name, kf.name)
-    if tls.alpn_protocols:
-        ctx.set_alpn_protocols(tls.alpn_protocols)
-    return ctx
 
 
 def run(bootstrap: Bootstrap, slot: int, generation: int, socks: dict, ready_fd: int, table, layout,

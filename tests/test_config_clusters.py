@@ -122,7 +122,6 @@ def test_hosts_from_the_v2_api_is_refused_with_a_hint():
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("transport_socket", {"name": "envoy.transport_sockets.tls"}, "upstream TLS"),
     ("typed_extension_protocol_options", {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
                                           {}}, "HTTP/2 upstreams"),
     ("http2_protocol_options", {}, "HTTP/2 upstreams"),
@@ -488,3 +487,17 @@ def test_max_ejection_time_below_base_ejection_time_is_refused():
 def test_round_robin_passes_the_support_gate():
     assert load_dict(config(lb_policy="ROUND_ROBIN")).clusters["backend"].lb_policy == \
         "ROUND_ROBIN"
+
+
+def test_upstream_tls_context_is_read():
+    c = load_dict(config(transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "backend.internal"}})).clusters["backend"]
+    assert c.tls is not None and c.tls.sni == "backend.internal" and c.tls.trusted_ca is None
+
+
+def test_upstream_subject_alt_name_matching_is_not_supported_yet():
+    e = refusal(config(transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"validation_context": {"match_typed_subject_alt_names": []}}}}))
+    assert e.path.endswith("validation_context.match_typed_subject_alt_names")

@@ -941,8 +941,6 @@ def test_tls_termination_example_loads_unchanged():
     ("grpc-bridge/server/envoy-proxy.yaml",
      HCM + ".route_config.virtual_hosts[0].routes[0].match.grpc",
      "gRPC route matching is not supported yet"),
-    ("tls/envoy-http-https.yaml", CLUSTER + ".transport_socket",
-     "upstream TLS is not supported yet"),
 ])
 def test_other_examples_are_refused_as_not_supported_yet(example, path, words):
     with pytest.raises(ConfigError) as info:

@@ -94,7 +94,8 @@ class _Conn(asyncio.Protocol):
 class Upstream:
     """One fake upstream on 127.0.0.1:<port>, serving in a background thread."""
 
-    def __init__(self, name: str = "up", port: int = 0, health_status: int = 200, host: str = "127.0.0.1"):
+    def __init__(self, name: str = "up", port: int = 0, health_status: int = 200, host: str = "127.0.0.1",
+                 ssl=None):
         self.name = name
         self.requests: list[dict] = []
         self.connections = 0
@@ -107,6 +108,7 @@ class Upstream:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host = host
+        self.ssl = ssl          # an ssl.SSLContext: the upstream speaks HTTPS
         self._sock.listen(1024)
         self.port = self._sock.getsockname()[1]
         self.loop = asyncio.new_event_loop()
@@ -120,7 +122,7 @@ class Upstream:
         asyncio.set_event_loop(self.loop)
 
         async def start():
-            self._server = await self.loop.create_server(lambda: _Conn(self), sock=self._sock)
+            self._server = await self.loop.create_server(lambda: _Conn(self), sock=self._sock, ssl=self.ssl)
 
         self.loop.run_until_complete(start())
         self._started.set()

@@ -76,6 +76,7 @@ cdef enum:
 # RFC 9110 section 9.2.2: methods a retry may repeat once bytes reached an upstream
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 import socket as _socket
+import ssl as _ssl
 import struct as _struct
 _LINGER_0 = _struct.pack("ii", 1, 0)
 _UPGRADE_HOP = frozenset((b"connection", b"upgrade", b"server"))
@@ -685,7 +686,8 @@ cdef class Downstream:
         table = cluster.table
         try:
             _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream(host, w, cluster.stats, table), host.address, host.port),
+                loop.create_connection(lambda: Upstream(host, w, cluster.stats, table), host.address, host.port,
+                                       ssl=cluster.ssl, server_hostname=cluster.sni),
                 cluster.connect_timeout)
         except asyncio.TimeoutError:
             reason = "connection timeout"
@@ -695,7 +697,10 @@ cdef class Downstream:
             _count_connect_fail(cluster.stats, False)
             _release_connection(cluster.stats, host, table)
             # Envoy's wording: "remote connection failure, transport failure reason: delayed connect error: 111"
-            reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
+            if isinstance(e, _ssl.SSLError):
+                reason = f"remote connection failure, transport failure reason: TLS error: {e.reason or e}"
+            else:
+                reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
         else:
             if self.seq != seq or not self.in_req or self.closed or self.up is not None:
                 _park(up)   # the request is gone; the fresh connection is still good
@@ -1259,9 +1264,9 @@ cdef class Downstream:
             response_flags=self.flags.split(",") if self.flags else [],
             bytes_received=self.rx_body,
             bytes_sent=self.tx_body,
-            duration_ms=int((now - start) * 1000),
-            request_duration_ms=int((self.req_end - start) * 1000) if self.req_end else None,
-            response_duration_ms=int((self.resp_first - start) * 1000) if self.resp_first else None,
+            duration_ms=_ms(now - start),
+            request_duration_ms=_ms(self.req_end - start) if self.req_end else None,
+            response_duration_ms=_ms(self.resp_first - start) if self.resp_first else None,
             downstream_remote=self.transport.get_extra_info("peername") if self.transport else None,
             downstream_local=self.transport.get_extra_info("sockname") if self.transport else None,
         )
@@ -1390,6 +1395,12 @@ def _reset_interval(r, ResponseHead rh):
         if t <= r.reset_max_interval:
             return t
     return -1.0
+
+
+cdef long long _ms(double seconds):
+    """Whole milliseconds, floored as Envoy's, after rounding to the microsecond: a 300 ms
+    timeout measured as 0.29999999999995 s of loop time is 300, not 299."""
+    return (<long long>(seconds * 1e6 + 0.5)) // 1000
 
 
 cdef _reset(transport):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.config.addresses import socket_address
+from proxy.config.tls import upstream_tls
 from proxy.config.errors import ConfigError, index, join
 from proxy.config.model import Cluster, Endpoint
 from proxy.config.routes import header_option
@@ -53,7 +54,15 @@ def _cluster(c: dict, path: str) -> Cluster:
         circuit_breakers=c["circuit_breakers"],
         common_lb_config=c["common_lb_config"],
         lb_config=_lb_config(c, path),
+        tls=_transport_socket(c["transport_socket"], join(path, "transport_socket")),
     )
+
+
+def _transport_socket(ts, path: str):
+    """envoy.transport_sockets.tls: the cluster's UpstreamTlsContext; raw_buffer: plaintext."""
+    if ts is None or ts["typed_config"]["extension"] != "envoy.transport_sockets.tls":
+        return None
+    return upstream_tls(ts["typed_config"]["config"], join(path, "typed_config"))
 
 
 # --- endpoints ---------------------------------------------------------------------------------

@@ -110,6 +110,22 @@ CATEGORIES: dict[str, Category] = {
         refusal="is not supported yet; cyvoy runs envoy.filters.http.fault, "
                 "envoy.filters.http.local_ratelimit and envoy.filters.http.router",
     ),
+    "upstream_transport_socket": Category(
+        what="transport socket",
+        name_prefix="envoy.transport_sockets.",
+        package_prefix="envoy.extensions.transport_sockets.",
+        supported={
+            "envoy.transport_sockets.tls": Supported(
+                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "UpstreamTlsContext"),
+            "envoy.transport_sockets.raw_buffer": Supported(
+                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", "RawBuffer"),
+        },
+        refused=frozenset({
+            "alts", "http_11_proxy", "internal_upstream", "proxy_protocol", "quic", "s2a",
+            "starttls", "tap", "tcp_stats", "upstream_proxy_protocol",
+        }),
+        refusal="is not supported; only envoy.transport_sockets.tls and raw_buffer are",
+    ),
     "resource_monitor": Category(
         what="resource monitor",
         name_prefix="envoy.resource_monitors.",

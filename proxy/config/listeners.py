@@ -9,9 +9,9 @@ from proxy.config import datasource
 from proxy.config.addresses import socket_address
 from proxy.config.errors import ConfigError, index, join
 from proxy.access_log.format import FormatError, formatter_for
-from proxy.config.model import (AccessLogConfig, ConnectionLimit, DownstreamTls, HttpConnectionManager,
-                                Listener, TlsCertificate)
+from proxy.config.model import AccessLogConfig, ConnectionLimit, HttpConnectionManager, Listener
 from proxy.config.filters import build_http_filter
+from proxy.config.tls import downstream_tls
 from proxy.config.routes import build_route_config, upgrade_map
 from proxy.config.validate import validate
 
@@ -77,7 +77,7 @@ def _listener(raw: dict, i: int, path: str, clusters: Collection[str]) -> Listen
     tls = None
     socket = chain["transport_socket"]
     if socket is not None and socket["typed_config"]["extension"] == TLS:
-        tls = _tls(socket["typed_config"]["config"], join(join(cpath, "transport_socket"),
+        tls = downstream_tls(socket["typed_config"]["config"], join(join(cpath, "transport_socket"),
                                                           "typed_config"))
     return Listener(name=name, address=address, port=port, hcm=hcm, tls=tls, connection_limit=limit,
                     ignore_global_conn_limit=raw["ignore_global_conn_limit"])
@@ -191,62 +191,3 @@ def _substitution_format(cfg: AccessLogConfig, sfs: dict, path: str) -> str:
     return fpath
 
 
-def _tls(ctx: dict, path: str) -> DownstreamTls:
-    common, cpath = ctx["common_tls_context"], join(path, "common_tls_context")
-    certs, tpath = common["tls_certificates"], join(cpath, "tls_certificates")
-    if not certs:
-        raise ConfigError(tpath, "a TLS listener needs at least one certificate")
-    certificates = []
-    for i, cert in enumerate(certs):
-        cert_path = index(tpath, i)
-        chain = datasource.read(cert["certificate_chain"], join(cert_path, "certificate_chain"))
-        key = datasource.read(cert["private_key"], join(cert_path, "private_key"))
-        if b"-----BEGIN CERTIFICATE-----" not in chain:
-            raise ConfigError(join(cert_path, "certificate_chain"),
-                              "does not contain a PEM certificate (-----BEGIN CERTIFICATE-----)")
-        if b"PRIVATE KEY-----" not in key:
-            raise ConfigError(join(cert_path, "private_key"),
-                              "does not contain a PEM private key "
-                              "(-----BEGIN ... PRIVATE KEY-----)")
-        certificates.append(TlsCertificate(certificate_chain=chain, private_key=key))
-    for i, protocol in enumerate(common["alpn_protocols"]):
-        if protocol == "h2":
-            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
-                              "not supported by cyvoy (h2: HTTP/2 is not supported yet)")
-        if protocol != "http/1.1":
-            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
-                              f"not supported by cyvoy ({protocol!r}: only 'http/1.1' is "
-                              "supported)")
-    tls = DownstreamTls(certificates=certificates, alpn_protocols=list(common["alpn_protocols"]))
-    params = common["tls_params"]
-    if params is not None:
-        _tls_params(tls, params, join(cpath, "tls_params"))
-    return tls
-
-
-_VERSION_ORDER = ["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
-
-
-def _tls_params(tls: DownstreamTls, p: dict, path: str) -> None:
-    """tls_params: versions (TLS_AUTO keeps Envoy's server defaults, 1.2 to 1.3) and the TLS 1.2
-    cipher list in OpenSSL names, checked here so that a bad name is refused with its path."""
-    import ssl
-    if p["tls_minimum_protocol_version"] != "TLS_AUTO":
-        tls.min_version = p["tls_minimum_protocol_version"]
-    if p["tls_maximum_protocol_version"] != "TLS_AUTO":
-        tls.max_version = p["tls_maximum_protocol_version"]
-    if _VERSION_ORDER.index(tls.min_version) > _VERSION_ORDER.index(tls.max_version):
-        raise ConfigError(join(path, "tls_minimum_protocol_version"),
-                          f"{tls.min_version} is above the maximum {tls.max_version}")
-    for i, suite in enumerate(p["cipher_suites"]):
-        if "[" in suite or "|" in suite:
-            raise ConfigError(index(join(path, "cipher_suites"), i),
-                              "not supported by cyvoy (BoringSSL equal-preference groups); list "
-                              "the suites one by one")
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(suite)
-        except ssl.SSLError:
-            raise ConfigError(index(join(path, "cipher_suites"), i),
-                              f"unknown cipher suite {suite!r} (OpenSSL names, e.g. "
-                              "ECDHE-RSA-AES128-GCM-SHA256)") from None
-    tls.cipher_suites = list(p["cipher_suites"])

@@ -268,6 +268,19 @@ class ConnectionLimit:
 
 
 @dataclass(slots=True)
+class UpstreamTls:
+    """A cluster's UpstreamTlsContext. Without trusted_ca the server certificate is not verified,
+    as in Envoy; with it the chain must verify (its names are not matched, as Envoy without
+    match_typed_subject_alt_names)."""
+    sni: str = ""                            # empty: no SNI sent
+    trusted_ca: Optional[bytes] = None       # PEM
+    certificates: list[TlsCertificate] = field(default_factory=list)   # client certificate
+    min_version: str = "TLSv1_2"             # Envoy's client defaults
+    max_version: str = "TLSv1_3"
+    cipher_suites: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Listener:
     name: str                                # absent in the config: "listener_<index>" (Envoy generates a UUID)
     address: str
@@ -310,6 +323,7 @@ class Cluster:
     outlier_detection: Optional[dict[str, Any]] = None
     circuit_breakers: Optional[dict[str, Any]] = None
     common_lb_config: Optional[dict[str, Any]] = None
+    tls: Optional[UpstreamTls] = None            # transport_socket envoy.transport_sockets.tls
     lb_config: Optional[dict[str, Any]] = None   # round_robin_lb_config / least_request_lb_config / ring_hash_lb_config / maglev_lb_config / load_balancing_policy
 
 

@@ -544,7 +544,8 @@ message("CommonTlsContext", "envoy.extensions.transport_sockets.tls.v3.CommonTls
     "tls_certificate_certificate_provider": no(CERT_PROVIDERS),
     "tls_certificate_certificate_provider_instance": no(CERT_PROVIDERS),
     "custom_tls_certificate_selector": no(CERT_PROVIDERS),
-    "validation_context": no(MTLS, oneof="validation_context_type"),
+    # upstream: the server certificate's trust anchors; downstream (mTLS) refused by the loader
+    "validation_context": f(Msg("CertificateValidationContext"), oneof="validation_context_type"),
     "validation_context_sds_secret_config": no(MTLS, oneof="validation_context_type"),
     "combined_validation_context": no(MTLS, oneof="validation_context_type"),
     "validation_context_certificate_provider": no(MTLS, oneof="validation_context_type"),
@@ -553,6 +554,43 @@ message("CommonTlsContext", "envoy.extensions.transport_sockets.tls.v3.CommonTls
     "alpn_protocols": f(List(STRING)),
     "custom_handshaker": no("custom TLS handshakers are not supported"),
     "key_log": no("TLS key logging is not supported"),
+})
+
+message("CertificateValidationContext",
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", {
+            "trusted_ca": f(Msg("DataSource")),
+            "match_typed_subject_alt_names": no("subject alt name matching is not supported yet"),
+            "match_subject_alt_names": no("subject alt name matching is not supported yet"),
+            "verify_certificate_spki": no("certificate pinning is not supported"),
+            "verify_certificate_hash": no("certificate pinning is not supported"),
+            "crl": no("certificate revocation lists are not supported"),
+            "allow_expired_certificate": no("expired certificates are never allowed", BOOL, False),
+            "trust_chain_verification": no("the trust chain is always verified",
+                                           Enum(("VERIFY_TRUST_CHAIN", "ACCEPT_UNTRUSTED")),
+                                           "VERIFY_TRUST_CHAIN"),
+            "custom_validator_config": no("custom certificate validators are not supported"),
+            "only_verify_leaf_cert_crl": no("certificate revocation lists are not supported", BOOL, False),
+            "max_verify_depth": no("the verification depth is not configurable"),
+            "system_root_certs": no("system root certificates are not supported; give trusted_ca"),
+            "trusted_ca_sds_secret_config": no(SDS),
+            "ca_certificate_provider_instance": no(CERT_PROVIDERS),
+            "watched_directory": no("certificate reloading is not supported"),
+        })
+
+# cluster transport_socket: envoy.transport_sockets.tls with an UpstreamTlsContext
+message("UpstreamTransportSocket", "envoy.config.core.v3.TransportSocket", {
+    "name": f(NONEMPTY, required=True),
+    "typed_config": f(TypedConfig("upstream_transport_socket")),
+})
+
+message("UpstreamTlsContext", "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", {
+    "common_tls_context": f(Msg("CommonTlsContext")),
+    "sni": f(STRING, ""),
+    "auto_host_sni": no("automatic SNI is not supported yet", BOOL, False),
+    "auto_sni_san_validation": no("automatic SNI is not supported yet", BOOL, False),
+    "allow_renegotiation": no("TLS renegotiation is never allowed", BOOL, False),
+    "max_session_keys": no("TLS session resumption is not configurable", UINT32, 1),
+    "enforce_rsa_key_usage": no("this option is not supported"),
 })
 
 TLS_VERSIONS = Enum(("TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"))
@@ -960,7 +998,7 @@ message("Cluster", "envoy.config.cluster.v3.Cluster", {
     "least_request_lb_config": f(Msg("LeastRequestLbConfig"), oneof="lb_config"),
     "round_robin_lb_config": f(Msg("RoundRobinLbConfig"), oneof="lb_config"),
     "common_lb_config": f(Msg("CommonLbConfig")),
-    "transport_socket": no("upstream TLS is not supported yet"),
+    "transport_socket": f(Msg("UpstreamTransportSocket")),
     "metadata": no(METADATA),
     "protocol_selection": no("upstream protocol selection is not supported yet",
                              Enum(("USE_CONFIGURED_PROTOCOL", "USE_DOWNSTREAM_PROTOCOL")),

@@ -355,9 +355,13 @@ class _StreamProbe(Probe):
         self.reuse_connection = reuse_connection
         self.reader: Optional[asyncio.StreamReader] = None
         self.writer: Optional[asyncio.StreamWriter] = None
+        # the cluster's transport socket (UpstreamTlsContext): (SSL context, SNI), set by make_probe
+        self.ssl = None
+        self.sni = None
 
     async def _connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.address, self.port)
+        self.reader, self.writer = await asyncio.open_connection(
+            self.address, self.port, ssl=self.ssl, server_hostname=self.sni if self.ssl else None)
 
     def abort(self) -> None:
         w, self.reader, self.writer = self.writer, None, None
@@ -679,14 +683,24 @@ class GrpcProbe(Probe):
             await ch.close()
 
 
-def make_probe(hc: dict[str, Any], address: str, port: int) -> Probe:
+def make_probe(hc: dict[str, Any], address: str, port: int, tls=None) -> Probe:
     """The probe for one health_checks[] entry against one host (address/port already resolved
-    from the endpoint's health_check_config)."""
+    from the endpoint's health_check_config). `tls`: (SSL context, SNI) of the cluster's
+    transport socket, which Envoy's HTTP and TCP health checks use too."""
     reuse = hc.get("reuse_connection", True)
+    probe: Probe
     if hc.get("http_health_check") is not None:
-        return HttpProbe(address, port, hc["http_health_check"], reuse)
-    if hc.get("tcp_health_check") is not None:
-        return TcpProbe(address, port, hc["tcp_health_check"], reuse)
+        probe = HttpProbe(address, port, hc["http_health_check"], reuse)
+    elif hc.get("tcp_health_check") is not None:
+        probe = TcpProbe(address, port, hc["tcp_health_check"], reuse)
+    else:
+        probe = None
+    if probe is not None:
+        if tls is not None:
+            probe.ssl, probe.sni = tls
+        return probe
+    if tls is not None:
+        raise ValueError("gRPC health checks over upstream TLS are not supported yet")
     if hc.get("grpc_health_check") is not None:
         return GrpcProbe(address, port, hc["grpc_health_check"], reuse, timeout=hc["timeout"])
     raise ValueError("health check without a supported health_checker "

@@ -89,6 +89,7 @@ class _Cluster:
     slots: dict[int, _Slot] = field(default_factory=dict)
     slot_endpoint: dict[int, Endpoint] = field(default_factory=dict)   # DNS clusters
     outlier: Any = None
+    tls: Any = None            # (SSL context, SNI) of the cluster's transport socket, or None
 
     @property
     def dns(self) -> bool:
@@ -121,6 +122,9 @@ class HealthProcess:
             c = _Cluster(name, index, cfg, first, n, _explicit_initial_jitter(bootstrap, name,
                                                                               len(cfg.health_checks)),
                          new_counters())
+            if cfg.tls is not None:
+                from proxy.tls import client_context
+                c.tls = client_context(cfg.tls)
             self.clusters.append(c)
             if cfg.health_checks:
                 self.counters[name] = c.counters
@@ -215,7 +219,7 @@ class HealthProcess:
         hc_port = ep.health_check_port if ep is not None and ep.health_check_port else port
         for j, hc in enumerate(c.cfg.health_checks):
             try:
-                probe = make_probe(hc, hc_address, hc_port)
+                probe = make_probe(hc, hc_address, hc_port, c.tls)
             except Exception as e:
                 log.error("health: cluster %s: cannot check %s: %s", c.name, slot.name, e)
                 continue
