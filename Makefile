@@ -28,6 +28,7 @@ test: build
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 -include bench/Makefile.inc
+-include fuzz/Makefile.inc
 
 clean:
 	rm -rf build $(VENV) proxy/_fastpath/*.c proxy/_fastpath/*.so *.egg-info
