@@ -156,8 +156,10 @@ class Master:
             self._respawn_due()
             fds = [self._wake_r] + [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
             timeout = 1.0
-            if self.respawn_at:
-                timeout = max(0.0, min(timeout, min(self.respawn_at.values()) - time.monotonic()))
+            # wake for the next respawn that is due: a worker's, the health process's, the admin's
+            due = [*self.respawn_at.values(), *(t for t in (self.health_respawn_at, self.admin_respawn_at) if t)]
+            if due:
+                timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
             try:
                 readable, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:

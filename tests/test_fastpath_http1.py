@@ -188,8 +188,14 @@ def test_whitespace_after_the_version_is_400():
 
 
 def test_visible_ascii_punctuation_in_the_target_is_accepted():
-    target = b"/a\"b|c{d}^`\\[]~!$&'()*+,;=:@%zz?x=1#frag"
+    target = b"/a\"b|c{d}^`\\[]~!$&'()*+,;=:@%zz?x=1"
     assert req(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n").path == target
+
+
+@pytest.mark.parametrize("target", [b"/a#frag", b"/a?x=1#f", b"http://a.b#@evil/x", b"http://example.#om:8080/a"])
+def test_a_fragment_in_the_target_is_400(target):
+    # RFC 9112 3.2 has no fragment in a request-target; Envoy's http_reject_path_with_fragment
+    refused(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
 
 
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/1.2", b"HTTP/0.9", b"HTTP/3.0", b"HTTP/1.9"])

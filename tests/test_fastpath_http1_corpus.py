@@ -135,6 +135,7 @@ LLHTTP_CLOSE_INSTEAD_OF_ERROR = {
 }
 
 # Cases llhttp accepts that this proxy refuses, with the status and the rule.
+FRAGMENT = "RFC 9112 3.2: no fragment in a request-target (Envoy's http_reject_path_with_fragment)"
 LLHTTP_OK_REFUSED = {
     "CONNECT with body": (400, "RFC 9110 9.3.6: CONNECT has no content; bytes after the head are tunnel data"),
     "M-SEARCH request": (400, "RFC 9112 3.2.4: asterisk-form only for OPTIONS (SSDP is not HTTP)"),
@@ -142,10 +143,10 @@ LLHTTP_OK_REFUSED = {
     "OPTIONS request with RTSP": (400, "RTSP/1.0 is not an HTTP version (RFC 9112 2.3)"),
     "ANNOUNCE request with RTSP": (501, "ANNOUNCE is an RTSP method, not a registered HTTP method"),
     "No HTTP version": (400, "HTTP/0.9 request line without version is not supported"),
-    "POST with `chunked` as last transfer-encoding": (
-        501, "RFC 9112 6.1: the proxy does not implement the deflate transfer coding"),
-    "POST with `chunked` as last transfer-encoding (multiple headers)": (
-        501, "RFC 9112 6.1: the proxy does not implement the deflate transfer coding"),
+    # (these two carry a fragment in their target, refused before the transfer coding is read)
+    "POST with `chunked` as last transfer-encoding": (400, FRAGMENT),
+    "POST with `chunked` as last transfer-encoding (multiple headers)": (400, FRAGMENT),
+    "Fragment in URI": (400, FRAGMENT),
     "`host:port` and basic auth": (400, "RFC 9110 4.2.4: userinfo in the target is an error"),
 }
 
@@ -220,6 +221,7 @@ DESYNC_OK_REFUSED = {
     "Transfer-Encoding with a param: chunked;custom_param": "transfer-coding parameters refused",
     "International in URI": "raw non-ASCII in the request-target",
     "Empty URI": "empty request-target",
+    "Compliant URL": "fragment in request-target (Envoy's http_reject_path_with_fragment)",
 }
 
 

@@ -702,11 +702,17 @@ cdef class Downstream:
             else:
                 reason = f"remote connection failure, transport failure reason: delayed connect error: {e.errno}"
         else:
-            if self.seq != seq or not self.in_req or self.closed or self.up is not None:
+            if up.closed:
+                # reset between its handshake and now (a dying upstream): nothing was sent on it,
+                # so this is a connect failure (its circuit-breaker unit went back on close)
+                _count_connect_fail(cluster.stats, False)
+                reason = "remote connection failure, transport failure reason: reset before use"
+            elif self.seq != seq or not self.in_req or self.closed or self.up is not None:
                 _park(up)   # the request is gone; the fresh connection is still good
                 return
-            self._send_upstream(up)
-            return
+            else:
+                self._send_upstream(up)
+                return
         if self.seq == seq and self.in_req and not self.closed:
             w.count("upstream_cx_connect_fail")
             self._record(503, True)

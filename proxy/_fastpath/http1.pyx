@@ -399,6 +399,12 @@ cdef int _target_form(const uchar* p, St* st) noexcept nogil:
     # RFC 9112 3.2: the four forms of request-target, each only where it is allowed.
     cdef const uchar* t = p + st.target_start
     cdef Py_ssize_t n = st.target_len, j, a, b
+    for j in range(n):
+        if t[j] == 0x23:
+            # '#': a request-target has no fragment (RFC 9112 3.2); Envoy refuses one
+            # (runtime http_reject_path_with_fragment, on by default) rather than guess where
+            # the path ends ("http://a.b#@evil/x")
+            return _fail(st, 400, "fragment in request-target")
     if t[0] == 0x2F:   # '/': origin-form
         if st.method_idx == M_CONNECT:
             return _fail(st, 400, "CONNECT requires an authority-form target")
