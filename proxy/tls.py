@@ -35,6 +35,11 @@ def server_context(tls: DownstreamTls) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _params(ctx, tls)
     _load_certificates(ctx, tls.certificates)
+    if tls.client_ca is not None:
+        # Envoy: with a trusted_ca a client certificate is asked for and verified when sent;
+        # require_client_certificate refuses the handshake without one
+        ctx.load_verify_locations(cadata=tls.client_ca.decode("ascii", "replace"))
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_OPTIONAL
     if tls.alpn_protocols:
         ctx.set_alpn_protocols(tls.alpn_protocols)
     return ctx

@@ -775,10 +775,9 @@ def test_alpn_h2_is_not_supported_yet():
     assert "not supported by cyvoy" in e.reason and "HTTP/2" in e.reason
 
 
-def test_client_certificate_validation_is_not_supported_yet():
-    e = refusal(with_tls(config(), validation_context={"trusted_ca": {"filename": "ca.pem"}}))
-    assert e.path == TLS + ".common_tls_context.validation_context"
-    assert "mTLS" in e.reason
+def test_client_certificate_subject_alt_name_matching_is_not_supported_yet():
+    e = refusal(with_tls(config(), validation_context={"match_typed_subject_alt_names": []}))
+    assert e.path == TLS + ".common_tls_context.validation_context.match_typed_subject_alt_names"
 
 
 def test_tls_ecdh_curves_are_not_supported():

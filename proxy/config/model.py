@@ -256,6 +256,10 @@ class DownstreamTls:
     min_version: str = "TLSv1_2"
     max_version: str = "TLSv1_3"
     cipher_suites: list[str] = field(default_factory=list)   # empty: OpenSSL's default list
+    # validation_context.trusted_ca: client certificates are asked for and must verify when sent;
+    # require_client_certificate: and a client without one is refused (mTLS)
+    client_ca: Optional[bytes] = None
+    require_client_certificate: bool = False
 
 
 @dataclass(slots=True)

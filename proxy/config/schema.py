@@ -519,7 +519,7 @@ message("RawBuffer", "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer
 
 message("DownstreamTlsContext", "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", {
     "common_tls_context": f(Msg("CommonTlsContext"), required=True),
-    "require_client_certificate": no(MTLS, BOOL, False),
+    "require_client_certificate": f(BOOL, False),
     "require_sni": no("require_sni is not supported yet", BOOL, False),
     "session_ticket_keys": no("session ticket keys are not supported yet"),
     "session_ticket_keys_sds_secret_config": no(SDS),

@@ -16,13 +16,15 @@ def downstream_tls(ctx: dict, path: str) -> DownstreamTls:
     certs, tpath = common["tls_certificates"], join(cpath, "tls_certificates")
     if not certs:
         raise ConfigError(tpath, "a TLS listener needs at least one certificate")
-    if common["validation_context"] is not None:
-        raise ConfigError(join(cpath, "validation_context"),
-                          "not supported by cyvoy (client certificate validation (mTLS) is not "
-                          "supported yet)")
     _http11_alpn(common, cpath)
     tls = DownstreamTls(certificates=_certificates(certs, tpath),
                         alpn_protocols=list(common["alpn_protocols"]))
+    tls.client_ca = _trusted_ca(common, cpath)
+    tls.require_client_certificate = ctx["require_client_certificate"]
+    if tls.require_client_certificate and tls.client_ca is None:
+        raise ConfigError(join(path, "require_client_certificate"),
+                          "needs common_tls_context.validation_context.trusted_ca to verify "
+                          "the client certificates against")
     _tls_params(tls, common["tls_params"], join(cpath, "tls_params"))
     return tls
 
@@ -35,15 +37,20 @@ def upstream_tls(ctx: dict, path: str) -> UpstreamTls:
     cpath = join(path, "common_tls_context")
     _http11_alpn(common, cpath)
     tls.certificates = _certificates(common["tls_certificates"], join(cpath, "tls_certificates"))
-    vc = common["validation_context"]
-    if vc is not None and vc["trusted_ca"] is not None:
-        vpath = join(join(cpath, "validation_context"), "trusted_ca")
-        ca = datasource.read(vc["trusted_ca"], vpath)
-        if b"-----BEGIN CERTIFICATE-----" not in ca:
-            raise ConfigError(vpath, "does not contain a PEM certificate (-----BEGIN CERTIFICATE-----)")
-        tls.trusted_ca = ca
+    tls.trusted_ca = _trusted_ca(common, cpath)
     _tls_params(tls, common["tls_params"], join(cpath, "tls_params"))
     return tls
+
+
+def _trusted_ca(common: dict, cpath: str) -> bytes | None:
+    vc = common["validation_context"]
+    if vc is None or vc["trusted_ca"] is None:
+        return None
+    vpath = join(join(cpath, "validation_context"), "trusted_ca")
+    ca = datasource.read(vc["trusted_ca"], vpath)
+    if b"-----BEGIN CERTIFICATE-----" not in ca:
+        raise ConfigError(vpath, "does not contain a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return ca
 
 
 def _certificates(certs: list, tpath: str) -> list[TlsCertificate]:

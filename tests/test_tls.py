@@ -1,6 +1,8 @@
-"""Upstream TLS (issue 8, item 1, in part): a cluster's transport_socket envoy.transport_sockets.tls
+"""TLS (issue 8, item 1, in part). Upstream: a cluster's transport_socket envoy.transport_sockets.tls
 (UpstreamTlsContext) for its connections and its health checks; with validation_context.trusted_ca
-the server's chain must verify, as in Envoy; Envoy's own tls/envoy-http-https.yaml example runs."""
+the server's chain must verify, as in Envoy; Envoy's own tls/envoy-http-https.yaml example runs.
+Downstream: client certificates (mTLS) with validation_context.trusted_ca and
+require_client_certificate."""
 from __future__ import annotations
 
 import ssl
@@ -100,3 +102,67 @@ def test_envoys_tls_origination_example_runs(proxy, pki):
     p = proxy(_to_loopback(doc, {"service-https": up.port}), workers=1)
     r = raw_request(list(p.listener_ports.values())[0], b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert r.startswith(b"HTTP/1.1 200") and r.endswith(b"ok from https")
+
+
+# ---- client certificates on a listener (mTLS) -------------------------------------------------------
+
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def mtls_config(port, pki, require=True):
+    cfg = simple_config([port])
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": DOWNSTREAM_TLS, "require_client_certificate": require,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": str(pki["server"][0])},
+                                      "private_key": {"filename": str(pki["server"][1])}}],
+                "validation_context": {"trusted_ca": {"filename": str(pki["ca"][0])}}}}}
+    return cfg
+
+
+def https_get(port, client_cert=None) -> int:
+    import http.client
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        ctx.load_cert_chain(*client_cert)
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+    c.request("GET", "/")
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+@pytest.fixture(scope="module")
+def client_certs(pki, tmp_path_factory):
+    d = tmp_path_factory.mktemp("clients")
+    return {"good": _pair(d, "client", "client-1", pki["ca"]),
+            "stranger": _pair(d, "stranger", "client-2", pki["other_ca"])}
+
+
+def test_require_client_certificate_admits_a_client_with_a_trusted_certificate(upstreams, proxy, pki, client_certs):
+    (a,) = upstreams(1)
+    p = proxy(mtls_config(a.port, pki), workers=1)
+    assert https_get(p.port, client_certs["good"]) == 200
+
+
+def test_require_client_certificate_refuses_clients_without_one_or_with_an_untrusted_one(
+        upstreams, proxy, pki, client_certs):
+    (a,) = upstreams(1)
+    p = proxy(mtls_config(a.port, pki), workers=1)
+    for cert in (None, client_certs["stranger"]):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https_get(p.port, cert)
+    assert a.requests == []
+
+
+def test_without_require_a_client_certificate_is_optional_but_verified_when_sent(upstreams, proxy, pki, client_certs):
+    (a,) = upstreams(1)
+    p = proxy(mtls_config(a.port, pki, require=False), workers=1)
+    assert https_get(p.port) == 200
+    assert https_get(p.port, client_certs["good"]) == 200
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(p.port, client_certs["stranger"])
