@@ -56,6 +56,27 @@ class Category:
         return list(self.supported) + [self.name_prefix + s for s in sorted(self.refused)]
 
 
+def _transport_sockets(tls_message: str) -> Category:
+    """A listener's or a cluster's transport socket: TLS (with the side's TLS context message)
+    or raw_buffer, which is the same as no transport socket."""
+    return Category(
+        what="transport socket",
+        name_prefix="envoy.transport_sockets.",
+        package_prefix="envoy.extensions.transport_sockets.",
+        supported={
+            "envoy.transport_sockets.tls": Supported(
+                f"envoy.extensions.transport_sockets.tls.v3.{tls_message}", tls_message),
+            "envoy.transport_sockets.raw_buffer": Supported(
+                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", "RawBuffer"),
+        },
+        refused=frozenset({
+            "alts", "http_11_proxy", "internal_upstream", "proxy_protocol", "quic", "s2a",
+            "starttls", "tap", "tcp_stats", "upstream_proxy_protocol",
+        }),
+        refusal="is not supported; only envoy.transport_sockets.tls and raw_buffer are",
+    )
+
+
 CATEGORIES: dict[str, Category] = {
     "network_filter": Category(
         what="network filter",
@@ -110,22 +131,7 @@ CATEGORIES: dict[str, Category] = {
         refusal="is not supported yet; cyvoy runs envoy.filters.http.fault, "
                 "envoy.filters.http.local_ratelimit and envoy.filters.http.router",
     ),
-    "upstream_transport_socket": Category(
-        what="transport socket",
-        name_prefix="envoy.transport_sockets.",
-        package_prefix="envoy.extensions.transport_sockets.",
-        supported={
-            "envoy.transport_sockets.tls": Supported(
-                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "UpstreamTlsContext"),
-            "envoy.transport_sockets.raw_buffer": Supported(
-                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", "RawBuffer"),
-        },
-        refused=frozenset({
-            "alts", "http_11_proxy", "internal_upstream", "proxy_protocol", "quic", "s2a",
-            "starttls", "tap", "tcp_stats", "upstream_proxy_protocol",
-        }),
-        refusal="is not supported; only envoy.transport_sockets.tls and raw_buffer are",
-    ),
+    "upstream_transport_socket": _transport_sockets("UpstreamTlsContext"),
     "resource_monitor": Category(
         what="resource monitor",
         name_prefix="envoy.resource_monitors.",
@@ -157,24 +163,7 @@ CATEGORIES: dict[str, Category] = {
         refusal="is not supported yet; cyvoy writes access logs with envoy.access_loggers.file, "
                 "envoy.access_loggers.stdout and envoy.access_loggers.stderr",
     ),
-    "downstream_transport_socket": Category(
-        what="transport socket",
-        name_prefix="envoy.transport_sockets.",
-        package_prefix="envoy.extensions.transport_sockets.",
-        supported={
-            "envoy.transport_sockets.tls": Supported(
-                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "DownstreamTlsContext"),
-            # Plaintext, the same as no transport socket.
-            "envoy.transport_sockets.raw_buffer": Supported(
-                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", "RawBuffer"),
-        },
-        refused=frozenset({
-            "alts", "http_11_proxy", "internal_upstream", "proxy_protocol", "quic", "s2a",
-            "starttls", "tap", "tcp_stats", "upstream_proxy_protocol",
-        }),
-        refusal="is not supported; only envoy.transport_sockets.tls and raw_buffer are",
-    ),
+    "downstream_transport_socket": _transport_sockets("DownstreamTlsContext"),
 }
 
 
