@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: cyvoy vs nginx vs HAProxy as HTTP/1.1 reverse proxies.
 
-One upstream nginx (one worker, two loopback ports, fixed 13-byte body). Each proxy runs with one
-worker/thread and balances round robin over both upstream ports. wrk drives each target in
-alternating rounds (A B C D A B C D ...) after a short warm-up each; per round we record wrk's
-figures (exact percentiles via bench/wrk_report.lua) and the CPU time of the proxy's whole process
-tree from /proc. See bench/README.md. Stdlib only; run as `make bench` or `python bench/run.py`.
+One upstream nginx (one worker, two loopback ports; a fixed 13-byte body at /, 64 KiB at /64k,
+1 MiB at /1m). Each proxy balances round robin over both upstream ports. Scenarios (small GET at
+64 and 1,000 connections, 20 request headers, 4 KiB POST, 64 KiB and 1 MiB responses, a new
+connection per request) run for each variant: 1 and 2 workers/threads per proxy, without and with
+an access log. Within a scenario wrk drives each target in alternating rounds (A B C D A B C D ...)
+after a short warm-up each; per round we record wrk's figures (exact percentiles via
+bench/wrk_report.lua), the CPU time of the proxy's whole process tree from /proc and its peak RSS.
+See bench/README.md. Stdlib only (matplotlib for the chart, if installed); run as `make bench`,
+`make bench-quick` or `python bench/run.py --help`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -313,6 +318,24 @@ def wait_ready(m: Managed, port: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def check_scenario(port: int, sc: "Scenario") -> None:
+    """One request of the scenario through the target: 200 and a body of the expected size."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        if sc.name == "post4k":
+            c.request("POST", sc.path, body=b"x" * 4096, headers={"Content-Type": "application/octet-stream"})
+        else:
+            c.request("GET", sc.path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+    except (OSError, http.client.HTTPException) as e:
+        raise RuntimeError(f"{sc.name}: request to {sc.path} failed: {e!r}") from e
+    if r.status != 200 or len(body) != sc.body_bytes:
+        raise RuntimeError(f"{sc.name}: {sc.path} returned {r.status} with {len(body)} bytes, "
+                           f"expected 200 with {sc.body_bytes}")
+
+
 def smoke(port: int) -> None:
     """One GET through the target; it must answer 200 with the upstream's body."""
     for attempt in range(2):
@@ -331,11 +354,64 @@ def smoke(port: int) -> None:
             time.sleep(0.3)
 
 
+# --------------------------------------------------------------------------- scenarios
+
+# Lua prepended to bench/wrk_report.lua for a scenario (wrk takes a single -s script).
+HEADERS_LUA = """-- 20 extra request headers, 20 x 76 bytes = 1,520 bytes (~1.5 KiB) on the wire
+for i = 1, 20 do
+  wrk.headers[string.format("X-Bench-Header-%02d", i)] = string.rep("v", 55)
+end
+"""
+POST_LUA = """-- 4 KiB request body (wrk adds Content-Length)
+wrk.method = "POST"
+wrk.body = string.rep("x", 4096)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+CLOSE_LUA = """-- one new connection per request: the server closes after each response, wrk reconnects
+wrk.headers["Connection"] = "close"
+"""
+
+
+class Scenario:
+    def __init__(self, name: str, title: str, connections: int, path: str, lua: str = "",
+                 body_bytes: int = len(BODY)):
+        self.name, self.title, self.connections, self.path, self.lua = name, title, connections, path, lua
+        self.body_bytes = body_bytes
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario("get64", "small GET (13-byte body), 64 connections", 64, "/"),
+    Scenario("get1k", "small GET, 1,000 connections", 1000, "/"),
+    Scenario("headers", "GET with 20 extra request headers (~1.5 KiB)", 64, "/", HEADERS_LUA),
+    Scenario("post4k", "4 KiB POST", 64, "/", POST_LUA),
+    Scenario("resp64k", "64 KiB response", 64, "/64k", body_bytes=64 * 1024),
+    Scenario("resp1m", "1 MiB response", 64, "/1m", body_bytes=1024 * 1024),
+    Scenario("close", "small GET, new connection per request (Connection: close)", 64, "/", CLOSE_LUA),
+)}
+
+
+def variant_name(workers: int, access_log: bool) -> str:
+    return f"w{workers}" + ("+log" if access_log else "")
+
+
+def case_name(sc: str, workers: int, access_log: bool) -> str:
+    return f"{sc}/{variant_name(workers, access_log)}"
+
+
+def write_lua(rundir: str, sc: Scenario) -> str:
+    with open(LUA) as f:
+        report = f.read()
+    path = os.path.join(rundir, f"wrk-{sc.name}.lua")
+    with open(path, "w") as f:
+        f.write(sc.lua + report)
+    return path
+
+
 # --------------------------------------------------------------------------- wrk
 
-def run_wrk(tools, url, duration, args, rundir, tag) -> tuple[dict, float, str]:
-    cmd = [tools["wrk"], f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s",
-           "--latency", "--timeout", "2s", "-s", LUA, url]
+def run_wrk(tools, url, duration, conns, script, args, rundir, tag) -> tuple[dict, float, str]:
+    cmd = [tools["wrk"], f"-t{args.threads}", f"-c{conns}", f"-d{duration}s",
+           "--latency", "--timeout", "2s", "-s", script, url]
     if args.taskset:
         cmd = ["taskset", "-c", "1"] + cmd
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -345,12 +421,50 @@ def run_wrk(tools, url, duration, args, rundir, tag) -> tuple[dict, float, str]:
         raise RuntimeError(f"wrk did not finish within {duration + 20}s ({tag})") from e
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    with open(os.path.join(rundir, f"wrk-{tag}.out"), "w") as f:
+    with open(os.path.join(rundir, f"wrk-{tag.replace('/', '_')}.out"), "w") as f:
         f.write(r.stdout + r.stderr)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({tag}, rc={r.returncode}): {(r.stderr or r.stdout)[-500:]}")
     return json.loads(line[len("BENCH_RESULT "):]), wrk_cpu, r.stdout
+
+
+# --------------------------------------------------------------------------- peak RSS
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (sum of each process's RSS: pages shared
+    between a master and its forked workers are counted once per process)."""
+    total = 0
+    for pid in tree_pids(proc_snapshot(), root):
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples tree_rss(root) every `interval` seconds while a wrk round runs; keeps the peak."""
+
+    def __init__(self, root: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak = tree_rss(root)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.peak = max(self.peak, tree_rss(self.root))
+
+    def finish(self) -> int:
+        self._halt.set()
+        self.join()
+        self.peak = max(self.peak, tree_rss(self.root))
+        return self.peak
 
 
 # --------------------------------------------------------------------------- targets
@@ -361,8 +475,8 @@ class Target:
         self.rounds: list[dict] = []
 
 
-def start_target(key, label, cmd, port, rundir, timeout, cwd=None) -> Target:
-    m = Managed(key, cmd, rundir, cwd=cwd)
+def start_target(key, label, cmd, port, rundir, timeout, cwd=None, name=None) -> Target:
+    m = Managed(name or key, cmd, rundir, cwd=cwd)
     try:
         wait_ready(m, port, timeout)
         smoke(port)
@@ -379,13 +493,19 @@ def place_upstream(args, t: Target, upstream: Managed) -> None:
         pin_tree(upstream.pid, 0 if t.proc is upstream else 1)
 
 
-def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, duration: int,
-              rundir: str, tag: str) -> dict:
+def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, sc: Scenario,
+              conns: int, script: str, duration: int, rundir: str, tag: str) -> dict:
     is_upstream = t.proc is upstream
     place_upstream(args, t, upstream)
     acc0 = upstream_accepts(upstream_port)
+    rss = RssSampler(t.proc.pid)
     sys0, snap0 = system_cpu(), proc_snapshot()
-    w, wrk_cpu, _ = run_wrk(tools, f"http://127.0.0.1:{t.port}/", duration, args, rundir, tag)
+    rss.start()
+    try:
+        w, wrk_cpu, _ = run_wrk(tools, f"http://127.0.0.1:{t.port}{sc.path}", duration, conns, script,
+                                args, rundir, tag)
+    finally:
+        peak_rss = rss.finish()
     sys1, snap1 = system_cpu(), proc_snapshot()
     acc1 = upstream_accepts(upstream_port)
     p0, p1 = tree_cpu(snap0, t.proc.pid), tree_cpu(snap1, t.proc.pid)
@@ -409,6 +529,8 @@ def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, dur
         "requests": w["requests"],
         "seconds": secs,
         "rps": w["requests"] / secs if secs else 0.0,
+        # wrk's byte count: response heads and bodies as received.
+        "mb_per_s": w["bytes"] / secs / 1e6 if secs else 0.0,
         "p50_us": w["p50"], "p90_us": w["p90"], "p99_us": w["p99"], "p999_us": w["p999"],
         "lat_mean_us": w["lat_mean"], "lat_max_us": w["lat_max"],
         "non2xx": w["status"],  # wrk counts responses with status > 399 here
@@ -418,6 +540,7 @@ def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, dur
         "proxy_cpu_s": proxy_cpu,
         "proxy_procs": p1[1],
         "cpu_us_per_req": proxy_cpu * 1e6 / req,
+        "peak_rss_bytes": peak_rss,
         "upstream_cpu_s": up_cpu,
         "upstream_cpu_us_per_req": up_cpu * 1e6 / req,
         "wrk_cpu_s": wrk_cpu,
@@ -441,18 +564,24 @@ def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f}ms"
 
 
-def summarize(t: Target) -> dict:
-    r = t.rounds
+def summarize(t_rounds: list[dict]) -> dict:
+    r = t_rounds
     med = lambda k: statistics.median(x[k] for x in r)  # noqa: E731
     return {
         "rps": med("rps"), "rps_min": min(x["rps"] for x in r), "rps_max": max(x["rps"] for x in r),
-        "p50_us": med("p50_us"), "p99_us": med("p99_us"),
+        "mb_per_s": med("mb_per_s"),
+        "p50_us": med("p50_us"), "p90_us": med("p90_us"), "p99_us": med("p99_us"),
         "p99_min_us": min(x["p99_us"] for x in r), "p99_max_us": max(x["p99_us"] for x in r),
+        "max_us": max(x["lat_max_us"] for x in r),
         "cpu_us_per_req": med("cpu_us_per_req"),
         "cpu_min": min(x["cpu_us_per_req"] for x in r), "cpu_max": max(x["cpu_us_per_req"] for x in r),
+        "peak_rss_bytes": max(x["peak_rss_bytes"] for x in r),
         "upstream_cpu_us_per_req": med("upstream_cpu_us_per_req"),
+        "upstream_conns_opened": med("upstream_conns_opened"),
         "non2xx": sum(x["non2xx"] for x in r),
         "socket_errors": sum(x["socket_errors_total"] for x in r),
+        "socket_errors_by_kind": {k: sum(x["socket_errors"][k] for x in r)
+                                  for k in ("connect", "read", "write", "timeout")},
         "other_load_pct": statistics.median(100 * x["other_processes_cpu_s"] / x["seconds"] for x in r),
         "other_load_max_pct": max(100 * x["other_processes_cpu_s"] / x["seconds"] for x in r),
         "rounds": len(r),
@@ -463,94 +592,188 @@ def spread(lo: float, hi: float, mid: float) -> str:
     return f"±{50 * (hi - lo) / mid:.0f}%" if mid else "-"
 
 
-def print_report(targets: list[Target], summaries: dict, skipped: dict, args, meta) -> None:
+def _ratio(a: float, b: float) -> str:
+    return f"x{a / b:.2f}" if b else "n/a"
+
+
+def ratio_lines(summ: dict, skipped: dict) -> list[str]:
     out = []
-    out.append("")
-    out.append(f"cyvoy bench — {meta['hostname']}, {meta['cpus']} CPUs, wrk -t{args.threads} "
-               f"-c{args.connections}, {args.rounds} rounds x {args.duration}s, "
-               f"taskset={'proxy:0 wrk+upstream:1' if args.taskset else 'off'}")
-    out.append("median over rounds; spread = half the min..max range, relative to the median")
-    out.append("")
-    hdr = (f"{'proxy':<18} {'rps':>9} {'spread':>7} {'p50':>9} {'p99':>9} {'spread':>7} "
-           f"{'cpu_us/req':>10} {'spread':>7} {'errors (non2xx/sock)':>21}")
-    out.append(hdr)
-    out.append("-" * len(hdr))
-    for t in targets:
-        s = summaries[t.key]
-        out.append(f"{t.label:<18} {s['rps']:>9.0f} {spread(s['rps_min'], s['rps_max'], s['rps']):>7} "
-                   f"{fmt_ms(s['p50_us']):>9} {fmt_ms(s['p99_us']):>9} "
-                   f"{spread(s['p99_min_us'], s['p99_max_us'], s['p99_us']):>7} "
-                   f"{s['cpu_us_per_req']:>10.1f} {spread(s['cpu_min'], s['cpu_max'], s['cpu_us_per_req']):>7} "
-                   f"{str(s['non2xx']) + '/' + str(s['socket_errors']):>21}")
-    for key, why in skipped.items():
-        out.append(f"{key:<18} skipped: {why.splitlines()[0]}")
-    out.append("")
-    out.append("per round (rps | p99 | cpu_us/req):")
-    for t in targets:
-        cells = "   ".join(f"{x['rps']:.0f} | {fmt_ms(x['p99_us'])} | {x['cpu_us_per_req']:.1f}"
-                           for x in t.rounds)
-        out.append(f"  {t.label:<16} {cells}")
-    out.append("")
-    ups = ", ".join(f"{t.label}: {summaries[t.key]['upstream_cpu_us_per_req']:.1f}"
-                    for t in targets if t.key != "upstream")
-    if ups:
-        out.append(f"sanity: upstream nginx cpu_us/req while proxied — {ups}")
-    conns = ", ".join(f"{t.label}: {statistics.median(x['upstream_conns_opened'] for x in t.rounds):.0f}"
-                      for t in targets)
-    out.append(f"sanity: connections opened to the upstream per round — {conns}")
-    if "upstream" in summaries:
-        out.append(f"sanity: upstream nginx cpu_us/req when hit directly — "
-                   f"{summaries['upstream']['cpu_us_per_req']:.1f}")
-    worst = max((summaries[t.key]["other_load_max_pct"] for t in targets), default=0.0)
-    out.append(f"sanity: CPU used by other processes on the machine during a round: at most {worst:.0f}% of one CPU")
-    if worst > 10:
-        noisy = [x["tag"] for t in targets for x in t.rounds
-                 if 100 * x["other_processes_cpu_s"] / x["seconds"] > 10]
-        out.append(f"WARNING: other load on the machine during {', '.join(noisy)} — those figures are "
-                   "skewed; rerun on a quiet machine")
-    out.append("")
-    if "cyvoy" in summaries:
-        c = summaries["cyvoy"]
+    if "cyvoy" in summ:
+        c = summ["cyvoy"]
         for peer in ("nginx", "haproxy"):
-            if peer in summaries:
-                p = summaries[peer]
-                out.append(f"cyvoy/{peer:<8} cpu_us/req x{c['cpu_us_per_req'] / p['cpu_us_per_req']:.2f}   "
-                           f"rps x{c['rps'] / p['rps']:.2f}   p99 x{c['p99_us'] / p['p99_us']:.2f}")
+            if peer in summ:
+                p = summ[peer]
+                out.append(f"cyvoy/{peer:<8} cpu_us/req {_ratio(c['cpu_us_per_req'], p['cpu_us_per_req'])}   "
+                           f"rps {_ratio(c['rps'], p['rps'])}   p99 {_ratio(c['p99_us'], p['p99_us'])}   "
+                           f"peak RSS {_ratio(c['peak_rss_bytes'], p['peak_rss_bytes'])}")
     else:
         out.append(f"cyvoy ratios: n/a ({skipped.get('cyvoy', 'cyvoy not measured').splitlines()[0]})")
-    if "cyvoy" in summaries and "cyvoy-hc" in summaries:
-        c, hc = summaries["cyvoy"], summaries["cyvoy-hc"]
-        out.append(f"cyvoy+hc/cyvoy cpu_us/req x{hc['cpu_us_per_req'] / c['cpu_us_per_req']:.2f}   "
-                   f"rps x{hc['rps'] / c['rps']:.2f}   (active health checks on: should be x1.00 within noise)")
-    if "nginx" in summaries and "haproxy" in summaries:
-        n, h = summaries["nginx"], summaries["haproxy"]
-        out.append(f"(reference) haproxy/nginx cpu_us/req x{h['cpu_us_per_req'] / n['cpu_us_per_req']:.2f}   "
-                   f"rps x{h['rps'] / n['rps']:.2f}   p99 x{h['p99_us'] / n['p99_us']:.2f}")
-    print("\n".join(out), flush=True)
+    if "cyvoy" in summ and "cyvoy-hc" in summ:
+        c, hc = summ["cyvoy"], summ["cyvoy-hc"]
+        out.append(f"cyvoy+hc/cyvoy cpu_us/req {_ratio(hc['cpu_us_per_req'], c['cpu_us_per_req'])}   "
+                   f"rps {_ratio(hc['rps'], c['rps'])}   (active health checks on: should be x1.00 within noise)")
+    if "nginx" in summ and "haproxy" in summ:
+        n, h = summ["nginx"], summ["haproxy"]
+        out.append(f"(reference) haproxy/nginx cpu_us/req {_ratio(h['cpu_us_per_req'], n['cpu_us_per_req'])}   "
+                   f"rps {_ratio(h['rps'], n['rps'])}   p99 {_ratio(h['p99_us'], n['p99_us'])}")
+    return out
+
+
+def case_report(case: dict, labels: dict, skipped: dict, args) -> str:
+    sc = SCENARIOS[case["scenario"]]
+    summ, rounds = case["summary"], case["rounds"]
+    out = [""]
+    out.append(f"=== {case['name']}: {sc.title}; {case['workers']} worker(s)/thread(s) per proxy; "
+               f"access log {'on' if case['access_log'] else 'off'}; wrk -t{args.threads} "
+               f"-c{case['connections']} {sc.path}, {args.rounds} rounds x {args.duration}s")
+    hdr = (f"{'target':<20} {'rps':>8} {'spread':>6} {'MB/s':>8} {'p50':>8} {'p90':>8} {'p99':>8} "
+           f"{'max':>9} {'cpu_us/req':>10} {'spread':>6} {'peakRSS':>8} {'non2xx/sock':>12}")
+    out.append(hdr)
+    out.append("-" * len(hdr))
+    for key in summ:
+        s = summ[key]
+        label = labels.get(key, key) + ("*" if case.get("upstream_from") and key == "upstream" else "")
+        out.append(f"{label:<20} {s['rps']:>8.0f} {spread(s['rps_min'], s['rps_max'], s['rps']):>6} "
+                   f"{s['mb_per_s']:>8.1f} {fmt_ms(s['p50_us']):>8} {fmt_ms(s['p90_us']):>8} "
+                   f"{fmt_ms(s['p99_us']):>8} {fmt_ms(s['max_us']):>9} {s['cpu_us_per_req']:>10.1f} "
+                   f"{spread(s['cpu_min'], s['cpu_max'], s['cpu_us_per_req']):>6} "
+                   f"{s['peak_rss_bytes'] / 2**20:>6.1f}Mi {str(s['non2xx']) + '/' + str(s['socket_errors']):>12}")
+    for key, why in case.get("skipped", {}).items():
+        out.append(f"{key:<20} skipped: {why.splitlines()[0]}")
+    if case.get("upstream_from"):
+        out.append(f"* upstream measured directly in {case['upstream_from']} (it does not depend on the proxies' settings)")
+    out.append("per round (rps | p99 | cpu_us/req): " + "; ".join(
+        f"{k}: " + ", ".join(f"{x['rps']:.0f}|{fmt_ms(x['p99_us'])}|{x['cpu_us_per_req']:.1f}" for x in v)
+        for k, v in rounds.items()))
+    ups = ", ".join(f"{k}: {summ[k]['upstream_cpu_us_per_req']:.1f}" for k in summ if k != "upstream")
+    conns = ", ".join(f"{k}: {summ[k]['upstream_conns_opened']:.0f}" for k in summ)
+    out.append(f"sanity: upstream cpu_us/req while proxied — {ups}; upstream conns opened per round — {conns}")
+    worst = max((summ[k]["other_load_max_pct"] for k in summ), default=0.0)
+    if worst > 10:
+        noisy = [x["tag"] for v in rounds.values() for x in v if 100 * x["other_processes_cpu_s"] / x["seconds"] > 10]
+        out.append(f"WARNING: other load on the machine (up to {worst:.0f}% of a CPU) during "
+                   f"{', '.join(noisy)} — those figures are skewed; rerun on a quiet machine")
+    out.extend(ratio_lines(summ, skipped))
+    return "\n".join(out)
+
+
+def overview(cases: list[dict]) -> str:
+    hdr = (f"{'scenario':<16} {'cyvoy rps':>9} {'MB/s':>7} {'cpu_us':>7} {'RSS Mi':>6} | "
+           f"{'cy/nginx cpu':>12} {'rps':>5} {'p99':>5} | {'cy/haproxy cpu':>14} {'rps':>5} {'p99':>5} | {'errors cy/ng/ha':>15}")
+    out = ["", "=== overview: cyvoy per scenario and its ratios (cpu and p99: below 1 is better; rps: above 1)",
+           hdr, "-" * len(hdr)]
+
+    def r(c, p, k):
+        return f"{c[k] / p[k]:.2f}" if p and p[k] else "-"
+    for case in cases:
+        s = case["summary"]
+        c, n, h = s.get("cyvoy"), s.get("nginx"), s.get("haproxy")
+        err = "/".join(f"{x['non2xx'] + x['socket_errors']}" if x else "-" for x in (c, n, h))
+        if c is None:
+            out.append(f"{case['name']:<16} {'cyvoy not measured':>33} | {'':>24} | {'':>26} | {err:>15}")
+            continue
+        out.append(f"{case['name']:<16} {c['rps']:>9.0f} {c['mb_per_s']:>7.1f} {c['cpu_us_per_req']:>7.1f} "
+                   f"{c['peak_rss_bytes'] / 2**20:>6.1f} | {r(c, n, 'cpu_us_per_req'):>12} {r(c, n, 'rps'):>5} "
+                   f"{r(c, n, 'p99_us'):>5} | {r(c, h, 'cpu_us_per_req'):>14} {r(c, h, 'rps'):>5} "
+                   f"{r(c, h, 'p99_us'):>5} | {err:>15}")
+    return "\n".join(out)
+
+
+def write_chart(cases: list[dict], path: str, meta: dict) -> str | None:
+    """One panel per scenario: rps (left axis) and CPU µs/request (right axis) side by side for
+    upstream (direct), nginx, HAProxy and cyvoy. Returns None, or why no chart was drawn."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (.venv/bin/pip install matplotlib)"
+    keys = ["upstream", "nginx", "haproxy", "cyvoy"]
+    variants = list(dict.fromkeys(c["variant"] for c in cases))
+    scens = list(dict.fromkeys(c["scenario"] for c in cases))
+    nrows, ncols = len(scens), len(variants)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows), squeeze=False)
+    by = {(c["scenario"], c["variant"]): c for c in cases}
+    for i, scn in enumerate(scens):
+        for j, var in enumerate(variants):
+            ax = axes[i][j]
+            case = by.get((scn, var))
+            if case is None:
+                ax.axis("off")
+                continue
+            s = case["summary"]
+            xs = range(len(keys))
+            rps = [s[k]["rps"] / 1000 if k in s else 0 for k in keys]
+            cpu = [s[k]["cpu_us_per_req"] if k in s and k != "upstream" else 0 for k in keys]
+            if "upstream" in s:  # the upstream's own CPU when hit directly
+                cpu[0] = s["upstream"]["cpu_us_per_req"]
+            ax.bar([x - 0.2 for x in xs], rps, 0.4, color="tab:blue", label="k rps")
+            ax.set_ylabel("k requests/s", color="tab:blue", fontsize=8)
+            ax2 = ax.twinx()
+            ax2.bar([x + 0.2 for x in xs], cpu, 0.4, color="tab:orange", label="CPU µs/req")
+            ax2.set_ylabel("CPU µs/req", color="tab:orange", fontsize=8)
+            ax.set_xticks(list(xs))
+            ax.set_xticklabels(["upstream", "nginx", "haproxy", "cyvoy"], fontsize=8)
+            for k, x in zip(keys, xs):
+                if k not in s:
+                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax2.tick_params(labelsize=7)
+            ax.set_title(f"{case['name']}" + (f" (upstream from {case['upstream_from']})"
+                                               if case.get("upstream_from") else ""), fontsize=9)
+    fig.suptitle(f"cyvoy bench {meta['date']} {meta['hostname']} ({meta['cpus']} CPUs, kernel {meta['kernel']})\n"
+                 "blue = requests/s (left), orange = proxy CPU µs per request (right)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None
 
 
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 5 s (default: 3 rounds of 10 s)")
-    ap.add_argument("--rounds", type=int, help="rounds per proxy")
-    ap.add_argument("--duration", type=int, help="seconds per wrk round")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds per proxy (default 2)")
-    ap.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    ap.add_argument("--quick", action="store_true",
+                    help="only get64 with 1 worker and no access log, 2 rounds of 5 s (~1 min)")
+    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(SCENARIOS)} (default: all; --quick: get64)")
+    ap.add_argument("--workers", help="comma-separated worker/thread counts per proxy (default 1,2; --quick: 1)")
+    ap.add_argument("--access-log", default=None, choices=("off", "on", "both"),
+                    help="run without access logs (off), with (on), or both (default both; --quick: off)")
+    ap.add_argument("--rounds", type=int, help="rounds per target and scenario (default 2)")
+    ap.add_argument("--duration", type=int, help="seconds per wrk round (default 3; --quick: 5)")
+    ap.add_argument("--warmup", type=int, help="warm-up seconds per target and scenario (default 1; --quick: 2)")
+    ap.add_argument("--connections", type=int, default=None,
+                    help="wrk -c for every scenario (default: 64, get1k: 1000)")
     ap.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     ap.add_argument("--taskset", action="store_true", help="pin each proxy to CPU 0, wrk and the upstream to CPU 1 (upstream to 0 when it is the target)")
-    ap.add_argument("--only", help="comma-separated subset of: upstream,nginx,haproxy,cyvoy")
+    ap.add_argument("--only", help="comma-separated subset of: upstream,nginx,haproxy,cyvoy,cyvoy-hc "
+                                   "(cyvoy-hc: full run, get64/w1 only)")
     ap.add_argument("--python", default=None,
                     help="interpreter for cyvoy (default: REPO/.venv/bin/python, else this one)")
     ap.add_argument("--keep", action="store_true", help="keep the run's temp dir (configs, logs, wrk output)")
-    ap.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
-    ap.add_argument("--json", help="write the results JSON here instead of bench/results/")
+    ap.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json (nor the chart)")
+    ap.add_argument("--json", help="write the results JSON here instead of bench/results/ (chart: same name, .png)")
+    ap.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     a = ap.parse_args(argv)
     if a.rounds is None:
-        a.rounds = 2 if a.quick else 3
+        a.rounds = 2
     if a.duration is None:
-        a.duration = 5 if a.quick else 10
+        a.duration = 5 if a.quick else 3
+    if a.warmup is None:
+        a.warmup = 2 if a.quick else 1
+    a.scenario_list = [x.strip() for x in (a.scenarios or ("get64" if a.quick else ",".join(SCENARIOS))).split(",")
+                       if x.strip()]
+    bad = [x for x in a.scenario_list if x not in SCENARIOS]
+    if bad:
+        ap.error(f"unknown scenario(s) {bad}; choose from {','.join(SCENARIOS)}")
+    try:
+        a.worker_list = [int(x) for x in (a.workers or ("1" if a.quick else "1,2")).split(",") if x.strip()]
+    except ValueError:
+        ap.error("--workers takes comma-separated integers")
+    if not a.worker_list or min(a.worker_list) < 1:
+        ap.error("--workers must be >= 1")
+    al = a.access_log or ("off" if a.quick else "both")
+    a.log_list = {"off": [False], "on": [True], "both": [False, True]}[al]
     if a.rounds < 1 or a.duration < 1 or a.warmup < 0:
         ap.error("--rounds and --duration must be >= 1, --warmup >= 0")
     return a
@@ -558,6 +781,43 @@ def parse_args(argv):
 
 def _sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def haproxy_can_log_stdout(version_line: str) -> bool:
+    """`log stdout` exists since HAProxy 1.9."""
+    m = re.search(r"version (\d+)\.(\d+)", version_line)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (1, 9)
+
+
+def add_cyvoy_access_log(conf_path: str, log_path: str) -> None:
+    """An Envoy file access log in the default format on cyvoy's HTTP connection manager."""
+    with open(conf_path) as f:
+        text = f.read()
+    block = ("          access_log:\n"
+             "          - name: envoy.access_loggers.file\n"
+             "            typed_config:\n"
+             '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n'
+             f"              path: {log_path}\n")
+    anchor = "          stat_prefix: bench\n"
+    if anchor not in text:
+        raise RuntimeError("cannot place the access log in the cyvoy config")
+    with open(conf_path, "w") as f:
+        f.write(text.replace(anchor, anchor + block, 1))
+
+
+def file_lines(path: str) -> tuple[int, int]:
+    """(bytes, lines) of a file, (0, 0) if missing."""
+    try:
+        n = 0
+        with open(path, "rb") as f:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                n += b.count(b"\n")
+        return os.path.getsize(path), n
+    except OSError:
+        return 0, 0
 
 
 def main(argv=None) -> int:
@@ -571,15 +831,17 @@ def main(argv=None) -> int:
         log("bench: --taskset needs taskset (util-linux)")
         return 2
     # cyvoy-hc: cyvoy with active health checks on (every 1 s per host): the full run shows that
-    # the health table costs the hot path nothing measurable; the quick run keeps to the headline.
+    # the health table costs the hot path nothing measurable (get64/w1 only); the quick run keeps
+    # to the headline.
+    all_keys = ("upstream", "nginx", "haproxy", "cyvoy", "cyvoy-hc")
     wanted = ["upstream", "nginx", "haproxy", "cyvoy"] + ([] if args.quick else ["cyvoy-hc"])
     if args.only:
         sel = [x.strip() for x in args.only.split(",") if x.strip()]
-        bad = [x for x in sel if x not in ("upstream", "nginx", "haproxy", "cyvoy", "cyvoy-hc")]
+        bad = [x for x in sel if x not in all_keys]
         if bad:
-            log(f"bench: unknown target(s) {bad}; choose from {wanted}")
+            log(f"bench: unknown target(s) {bad}; choose from {list(all_keys)}")
             return 2
-        wanted = [x for x in ("upstream", "nginx", "haproxy", "cyvoy", "cyvoy-hc") if x in sel]
+        wanted = [x for x in all_keys if x in sel]
     py = args.python or (os.path.join(REPO, ".venv", "bin", "python")
                          if os.path.exists(os.path.join(REPO, ".venv", "bin", "python")) else sys.executable)
 
@@ -590,111 +852,236 @@ def main(argv=None) -> int:
     started: list[Managed] = []
     rundir = tempfile.mkdtemp(prefix="cyvoy-bench-")
     t_start = time.monotonic()
+    versions = tool_versions(tools)
     meta = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
         "cpus": cpus,
         "kernel": platform.release(),
         "python_for_cyvoy": py,
-        "versions": tool_versions(tools),
+        "versions": versions,
         "loadavg_before": open("/proc/loadavg").read().split()[:3],
     }
     pin = ["taskset", "-c", "0"] if args.taskset else []
-    targets: list[Target] = []
-    skipped: dict[str, str] = {}
+    labels = {"upstream": "upstream (direct)", "nginx": "nginx", "haproxy": "haproxy", "cyvoy": "cyvoy",
+              "cyvoy-hc": "cyvoy +health checks"}
+    variants = [(w, lg) for lg in args.log_list for w in args.worker_list]
+    ha_log = haproxy_can_log_stdout(versions.get("haproxy", ""))
+    notes: list[str] = []
+    if True in args.log_list and "haproxy" in wanted and not ha_log:
+        notes.append(f"HAProxy skipped in the +log variants: {versions.get('haproxy')} has no `log stdout`")
+    cases: list[dict] = []
+    commands: dict[str, dict] = {}
+    skipped_all: dict[str, str] = {}
+    access_logs: dict[str, dict] = {}
     try:
-        up1, up2, p_nginx, p_haproxy, p_cyvoy, p_cyvoy_hc = free_ports(6)
+        up1, up2 = free_ports(2)
         vals = {"RUNDIR": rundir, "UPSTREAM_PORT_1": up1, "UPSTREAM_PORT_2": up2}
+        # Fixed bodies for /64k and /1m. Run as root, nginx's workers are `nobody`: they must be
+        # able to traverse the (0700) temp dir and read these two files.
+        os.chmod(rundir, 0o711)
+        for name, size in (("body-64k", 64 * 1024), ("body-1m", 1024 * 1024)):
+            with open(os.path.join(rundir, name), "wb") as f:
+                f.write((b"0123456789abcdef" * (size // 16 + 1))[:size])
+            os.chmod(os.path.join(rundir, name), 0o644)
+        scripts = {s: write_lua(rundir, SCENARIOS[s]) for s in args.scenario_list}
 
         # Upstream: unpinned by default; with --taskset, place_upstream() moves it per round.
         conf = render("upstream-nginx.conf", os.path.join(rundir, "upstream-nginx.conf"), vals)
-        up = start_target("upstream", "upstream (direct)",
+        up = start_target("upstream", labels["upstream"],
                           [tools["nginx"], "-p", rundir, "-e", os.path.join(rundir, "upstream-nginx.error.log"),
                            "-c", conf], up1, rundir, 10)
         started.append(up.proc)
         smoke(up2)
-        if "upstream" in wanted:
-            targets.append(up)
+        commands["upstream"] = {"cmd": up.proc.cmd}
 
-        specs = []
-        if "nginx" in wanted:
-            conf = render("nginx-proxy.conf", os.path.join(rundir, "nginx-proxy.conf"), dict(vals, PROXY_PORT=p_nginx))
-            specs.append(("nginx", "nginx", pin + [tools["nginx"], "-p", rundir, "-e",
-                                                  os.path.join(rundir, "nginx-proxy.error.log"), "-c", conf],
-                          p_nginx, None))
-        if "haproxy" in wanted:
-            conf = render("haproxy.cfg", os.path.join(rundir, "haproxy.cfg"), dict(vals, PROXY_PORT=p_haproxy))
-            specs.append(("haproxy", "haproxy", pin + [tools["haproxy"], "-db", "-f", conf], p_haproxy, None))
-        if "cyvoy" in wanted:
-            conf = render("cyvoy.yaml", os.path.join(rundir, "cyvoy.yaml"), dict(vals, PROXY_PORT=p_cyvoy))
-            specs.append(("cyvoy", "cyvoy", pin + [py, "-m", "proxy", "-c", conf, "--workers", "1",
-                                                   "--log-level", "warning"], p_cyvoy, REPO))
-        if "cyvoy-hc" in wanted:
-            conf = render("cyvoy-hc.yaml", os.path.join(rundir, "cyvoy-hc.yaml"), dict(vals, PROXY_PORT=p_cyvoy_hc))
-            specs.append(("cyvoy-hc", "cyvoy +health checks", pin + [py, "-m", "proxy", "-c", conf, "--workers",
-                                                                    "1", "--log-level", "warning"], p_cyvoy_hc, REPO))
-        for key, label, cmd, port, cwd in specs:
-            try:
-                t = start_target(key, label, cmd, port, rundir, 20 if key.startswith("cyvoy") else 10, cwd=cwd)
-            except StartError as e:
-                if not key.startswith("cyvoy"):
-                    raise RuntimeError(f"{key} failed to start: {e}") from e
-                skipped[key] = f"{key} failed to start: {e}"
-                log(f"bench: {skipped[key]}")
-                log("bench: continuing without cyvoy")
-                continue
-            started.append(t.proc)
-            targets.append(t)
-        if not targets:
-            raise RuntimeError("nothing to benchmark")
+        def keys_for(workers, lg, scn):
+            ks = [k for k in ("nginx", "haproxy", "cyvoy") if k in wanted]
+            if lg and not ha_log and "haproxy" in ks:
+                ks.remove("haproxy")
+            if "cyvoy-hc" in wanted and (workers, lg, scn) == (1, False, "get64"):
+                ks.append("cyvoy-hc")
+            return ks
 
-        est = len(targets) * (args.warmup + args.rounds * (args.duration + 1))
-        log(f"bench: targets {', '.join(t.label for t in targets)}; about {est}s of load; temp dir {rundir}")
-        partial: dict[str, list] = {}
+        def conns_of(scn):
+            return args.connections or SCENARIOS[scn].connections
 
-        def drop_cyvoy(t: Target, tag: str, e: Exception) -> None:
-            # cyvoy is under development: losing it mid-run must not lose nginx's and HAProxy's figures.
-            skipped[t.key] = f"{t.key} failed during {tag}: {e}"
-            log(f"bench: {skipped[t.key]}\n{t.proc.log_tail()}\nbench: continuing without {t.key}")
-            partial[t.key] = t.rounds
-            targets.remove(t)
-            t.proc.stop()
+        n_runs, upstream_done = 0, set()
+        for workers, lg in variants:
+            for scn in args.scenario_list:
+                n_runs += len(keys_for(workers, lg, scn))
+                if "upstream" in wanted and scn not in upstream_done:
+                    n_runs += 1
+                    upstream_done.add(scn)
+        per_run = args.warmup + 0.3 + args.rounds * (args.duration + 0.6)
+        est = n_runs * per_run + len(variants) * 6
+        log(f"bench: {len(args.scenario_list)} scenario(s) x {len(variants)} variant(s) "
+            f"({', '.join(variant_name(w, lg) for w, lg in variants)}), {n_runs} target runs of "
+            f"{args.warmup}s warm-up + {args.rounds} x {args.duration}s; estimated {est / 60:.1f} min; "
+            f"temp dir {rundir}")
+        for n in notes:
+            log(f"bench: {n}")
 
-        if args.warmup:
-            for t in list(targets):
-                log(f"bench: warm-up {t.label} ({args.warmup}s)")
-                place_upstream(args, t, up.proc)
+        upstream_case: dict[str, str] = {}
+        for workers, lg in variants:
+            vname = variant_name(workers, lg)
+            suffix = vname.replace("+", "-")
+            proxies: dict[str, Target] = {}
+            skipped: dict[str, str] = {}
+            specs = []
+            need = set()
+            for scn in args.scenario_list:
+                need |= set(keys_for(workers, lg, scn))
+            ports = dict(zip(("nginx", "haproxy", "cyvoy", "cyvoy-hc"), free_ports(4)))
+            logs = {}
+            if "nginx" in need:
+                logs["nginx"] = os.path.join(rundir, f"nginx-access-{suffix}.log")
+                al = (f"access_log {logs['nginx']} combined buffer=64k flush=1s;" if lg else "access_log off;")
+                conf = render("nginx-proxy.conf", os.path.join(rundir, f"nginx-proxy-{suffix}.conf"),
+                              dict(vals, PROXY_PORT=ports["nginx"], WORKERS=workers, ACCESS_LOG=al))
+                specs.append(("nginx", pin + [tools["nginx"], "-p", rundir, "-e",
+                                              os.path.join(rundir, f"nginx-proxy-{suffix}.error.log"), "-c", conf],
+                              None))
+            if "haproxy" in need:
+                logs["haproxy"] = os.path.join(rundir, f"haproxy-{suffix}.log")  # its stdout (Managed)
+                conf = render("haproxy.cfg", os.path.join(rundir, f"haproxy-{suffix}.cfg"),
+                              dict(vals, PROXY_PORT=ports["haproxy"], WORKERS=workers,
+                                   LOG_GLOBAL="    log stdout format raw local0\n" if lg else "",
+                                   LOG_DEFAULTS="    log global\n    option httplog\n" if lg else ""))
+                specs.append(("haproxy", pin + [tools["haproxy"], "-db", "-f", conf], None))
+            for key, tmpl in (("cyvoy", "cyvoy.yaml"), ("cyvoy-hc", "cyvoy-hc.yaml")):
+                if key in need:
+                    conf = render(tmpl, os.path.join(rundir, f"{key}-{suffix}.yaml"),
+                                  dict(vals, PROXY_PORT=ports[key]))
+                    if lg:
+                        logs[key] = os.path.join(rundir, f"{key}-access-{suffix}.log")
+                        add_cyvoy_access_log(conf, logs[key])
+                    specs.append((key, pin + [py, "-m", "proxy", "-c", conf, "--workers", str(workers),
+                                              "--log-level", "warning"], REPO))
+            for key, cmd, cwd in specs:
                 try:
-                    run_wrk(tools, f"http://127.0.0.1:{t.port}/", args.warmup, args, rundir, f"{t.key}-warmup")
-                    if not t.proc.alive():
-                        raise RuntimeError(f"{t.label} exited during warm-up")
-                except RuntimeError as e:
-                    if not t.key.startswith("cyvoy"):
-                        raise
-                    drop_cyvoy(t, "warm-up", e)
-                time.sleep(0.5)
-        for i in range(1, args.rounds + 1):
-            for t in list(targets):
-                tag = f"{t.key}-r{i}"
-                try:
-                    r = one_round(tools, args, t, up.proc, up1, args.duration, rundir, tag)
-                except RuntimeError as e:
-                    if not t.key.startswith("cyvoy"):
-                        raise
-                    drop_cyvoy(t, tag, e)
+                    t = start_target(key, labels[key], cmd, ports[key], rundir,
+                                     20 if key.startswith("cyvoy") else 10, cwd=cwd, name=f"{key}-{suffix}")
+                except StartError as e:
+                    if not key.startswith("cyvoy"):
+                        raise RuntimeError(f"{key} ({vname}) failed to start: {e}") from e
+                    skipped[key] = f"{key} failed to start: {e}"
+                    log(f"bench: {skipped[key]}\nbench: continuing without {key} in {vname}")
                     continue
-                t.rounds.append(r)
-                log(f"bench: round {i}/{args.rounds} {t.label:<18} {r['rps']:>8.0f} rps  "
-                    f"p99 {fmt_ms(r['p99_us'])}  cpu {r['cpu_us_per_req']:.1f} us/req  "
-                    f"errors {r['non2xx']}/{r['socket_errors_total']}")
-                time.sleep(0.5)
-        if not targets:
+                started.append(t.proc)
+                proxies[key] = t
+                commands[f"{key}/{vname}"] = {"cmd": t.proc.cmd}
+
+            for scn in args.scenario_list:
+                sc = SCENARIOS[scn]
+                name = case_name(scn, workers, lg)
+                tl: list[Target] = []
+                if "upstream" in wanted and scn not in upstream_case:
+                    tl.append(up)
+                tl += [proxies[k] for k in keys_for(workers, lg, scn) if k in proxies]
+                rounds: dict[str, list] = {t.key: [] for t in tl}
+                case_skipped = {k: v for k, v in skipped.items() if k in keys_for(workers, lg, scn)}
+                conns = conns_of(scn)
+
+                def drop_cyvoy(t: Target, tag: str, e: Exception) -> None:
+                    # cyvoy is under development: losing it must not lose nginx's and HAProxy's figures.
+                    case_skipped[t.key] = skipped[t.key] = f"{t.key} failed during {tag}: {e}"
+                    log(f"bench: {skipped[t.key]}\n{t.proc.log_tail()}\nbench: continuing without {t.key} in {vname}")
+                    tl.remove(t)
+                    proxies.pop(t.key, None)
+                    t.proc.stop()
+
+                for t in list(tl):
+                    try:
+                        check_scenario(t.port, sc)
+                    except RuntimeError as e:
+                        if not t.key.startswith("cyvoy"):
+                            raise RuntimeError(f"{t.label} ({vname}): {e}") from e
+                        drop_cyvoy(t, f"{name} check", e)
+                if args.warmup:
+                    for t in list(tl):
+                        place_upstream(args, t, up.proc)
+                        try:
+                            run_wrk(tools, f"http://127.0.0.1:{t.port}{sc.path}", args.warmup, conns,
+                                    scripts[scn], args, rundir, f"{name}-{t.key}-warmup")
+                            if not t.proc.alive():
+                                raise RuntimeError(f"{t.label} exited during warm-up")
+                        except RuntimeError as e:
+                            if not t.key.startswith("cyvoy"):
+                                raise
+                            drop_cyvoy(t, f"{name} warm-up", e)
+                        time.sleep(0.2)
+                for i in range(1, args.rounds + 1):
+                    for t in list(tl):
+                        tag = f"{name}-{t.key}-r{i}"
+                        try:
+                            r = one_round(tools, args, t, up.proc, up1, sc, conns, scripts[scn],
+                                          args.duration, rundir, tag)
+                        except RuntimeError as e:
+                            if not t.key.startswith("cyvoy"):
+                                raise
+                            drop_cyvoy(t, tag, e)
+                            continue
+                        rounds[t.key].append(r)
+                        log(f"bench: {name:<14} round {i}/{args.rounds} {t.label:<18} {r['rps']:>8.0f} rps  "
+                            f"p99 {fmt_ms(r['p99_us'])}  cpu {r['cpu_us_per_req']:.1f} us/req  "
+                            f"rss {r['peak_rss_bytes'] / 2**20:.1f}Mi  errors {r['non2xx']}/{r['socket_errors_total']}")
+                        time.sleep(0.2)
+                rounds = {k: v for k, v in rounds.items() if v}
+                summ = {k: summarize(v) for k, v in rounds.items()}
+                case = {"name": name, "scenario": scn, "variant": vname, "workers": workers, "access_log": lg,
+                        "connections": conns, "path": sc.path, "title": sc.title,
+                        "summary": summ, "rounds": rounds, "skipped": case_skipped}
+                if "upstream" in summ:
+                    upstream_case[scn] = name
+                elif scn in upstream_case:
+                    # The ceiling does not depend on the proxies' settings: shown again from its case.
+                    first = next(c for c in cases if c["name"] == upstream_case[scn])
+                    case["summary"] = {"upstream": first["summary"]["upstream"], **summ}
+                    case["upstream_from"] = upstream_case[scn]
+                cases.append(case)
+                print(case_report(case, labels, skipped, args), flush=True)
+            for t in proxies.values():
+                t.proc.stop()
+                started.remove(t.proc)
+            if lg:
+                for key, path in logs.items():
+                    size, lines = file_lines(path)
+                    access_logs[f"{key}/{vname}"] = {"path": os.path.basename(path), "bytes": size, "lines": lines}
+                    try:
+                        os.unlink(path)  # can be hundreds of MB; the size and line count are kept
+                    except OSError:
+                        pass
+                print("access logs written in " + vname + ": " + ", ".join(
+                    f"{k.split('/')[0]} {v['lines']} lines, {v['bytes'] / 2**20:.1f} MiB"
+                    for k, v in access_logs.items() if k.endswith("/" + vname)), flush=True)
+            skipped_all.update({f"{k}/{vname}": v for k, v in skipped.items()})
+        if not any(c["summary"] for c in cases):
             raise RuntimeError("every target failed")
 
-        summaries = {t.key: summarize(t) for t in targets}
         meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
         meta["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
-        print_report(targets, summaries, skipped, args, meta)
+        out = [overview(cases)] if len(cases) > 1 else []
+        head = cases[0]
+        hs = head["summary"]
+        out.append("")
+        out.append(f"cyvoy bench — {meta['hostname']}, {meta['cpus']} CPUs, kernel {meta['kernel']}, "
+                   f"{args.rounds} rounds x {args.duration}s per target and scenario, "
+                   f"taskset={'proxy:0 wrk+upstream:1' if args.taskset else 'off'}; "
+                   f"{versions.get('nginx')}; {versions.get('haproxy')}; {versions.get('wrk')}")
+        for n in notes:
+            out.append(n)
+        out.append(f"headline ({head['name']}: {head['title']}, {head['workers']} worker(s), access log "
+                   f"{'on' if head['access_log'] else 'off'}):")
+        if "cyvoy" in hs and "nginx" in hs:
+            out.append(f"  cyvoy/nginx  CPU per request x{hs['cyvoy']['cpu_us_per_req'] / hs['nginx']['cpu_us_per_req']:.2f}"
+                       f"   requests/s x{hs['cyvoy']['rps'] / hs['nginx']['rps']:.2f}")
+        if "cyvoy" in hs and "haproxy" in hs:
+            out.append(f"  cyvoy/haproxy CPU per request x{hs['cyvoy']['cpu_us_per_req'] / hs['haproxy']['cpu_us_per_req']:.2f}"
+                       f"   requests/s x{hs['cyvoy']['rps'] / hs['haproxy']['rps']:.2f}")
+        if "cyvoy" not in hs:
+            out.append(f"  cyvoy ratios: n/a ({head['skipped'].get('cyvoy', 'cyvoy not measured').splitlines()[0]})")
+        print("\n".join(out), flush=True)
         if not args.no_json:
             path = args.json or os.path.join(
                 RESULTS, f"{_dt.datetime.now().strftime('%Y-%m-%d_%H%M%S')}-{meta['hostname']}.json")
@@ -702,16 +1089,23 @@ def main(argv=None) -> int:
             doc = {
                 "meta": meta,
                 "args": vars(args),
-                "commands": {t.key: t.proc.cmd for t in targets},
-                "skipped": skipped,
-                "summary": summaries,
-                "rounds": {t.key: t.rounds for t in targets},
-                "partial_rounds": partial,
+                "scenarios": {s: {"title": SCENARIOS[s].title, "path": SCENARIOS[s].path,
+                                  "connections": conns_of(s), "lua": SCENARIOS[s].lua}
+                              for s in args.scenario_list},
+                "notes": notes,
+                "commands": commands,
+                "skipped": skipped_all,
+                "access_logs": access_logs,
+                "cases": cases,
             }
             with open(path, "w") as f:
                 json.dump(doc, f, indent=2)
-            print(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO) else path} "
-                  f"({meta['elapsed_s']}s)", flush=True)
+            rel = lambda p: os.path.relpath(p, REPO) if p.startswith(REPO) else p  # noqa: E731
+            print(f"\nresults: {rel(path)} ({meta['elapsed_s']}s)", flush=True)
+            if not args.no_chart:
+                png = os.path.splitext(path)[0] + ".png"
+                why = write_chart(cases, png, meta)
+                print(f"chart: {rel(png)}" if why is None else f"chart: not drawn: {why}", flush=True)
         return 0
     except KeyboardInterrupt:
         log("bench: interrupted; stopping everything")
