@@ -11,6 +11,8 @@ pooled connection the proxy used.
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import socket
 import threading
@@ -189,3 +191,21 @@ class RecordingUpstream:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def proxy_before_recorder(tmp):
+    """The real proxy (one worker) in front of a RecordingUpstream, for the live corpus tests:
+    yields (proxy, upstream, worker pids, offset of the proxy's log after start-up)."""
+    from tests.harness import Proxy, simple_config
+    upstream = RecordingUpstream()
+    p = Proxy(simple_config([upstream.port]), tmp, workers=1)
+    try:
+        pids = {w.pid for w in p.workers()}
+        assert len(pids) == 1, pids
+        yield p, upstream, pids, len(p.log_path.read_bytes())
+    finally:
+        if p.proc.poll() is None:
+            p.stop()
+        upstream.close()
+

@@ -35,8 +35,8 @@ import pytest
 
 from proxy._fastpath.http1 import ChunkedDecoder
 from tests import test_fastpath_http1_corpus as corpus
-from tests.harness import Proxy, simple_config
-from tests.recording_upstream import RecordingUpstream
+from tests.harness import Proxy
+from tests.recording_upstream import RecordingUpstream, proxy_before_recorder
 
 TIMEOUT = 2.0          # per case: from the first byte sent to the proxy's close
 PAUSE = 0.005          # between two parts sent, and before reading what came back
@@ -234,17 +234,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    upstream = RecordingUpstream()
-    tmp = tmp_path_factory.mktemp("corpus_live")
-    p = Proxy(simple_config([upstream.port]), tmp, workers=1)
-    try:
-        pids = {w.pid for w in p.workers()}
-        assert len(pids) == 1, pids
-        yield Live(p, upstream, pids, log_offset=len(p.log_path.read_bytes()))
-    finally:
-        if p.proc.poll() is None:
-            p.stop()
-        upstream.close()
+    with proxy_before_recorder(tmp_path_factory.mktemp("corpus_live")) as (p, upstream, pids, offset):
+        yield Live(p, upstream, pids, log_offset=offset)
 
 
 # ---- the checks ---------------------------------------------------------------------------------

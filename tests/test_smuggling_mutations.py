@@ -32,8 +32,8 @@ import pytest
 from proxy._fastpath.http1 import ChunkedDecoder, HttpError
 from tests import smuggling
 from tests import test_corpus_live as corpus_live
-from tests.harness import Proxy, simple_config
-from tests.recording_upstream import RecordingUpstream
+from tests.harness import Proxy
+from tests.recording_upstream import RecordingUpstream, proxy_before_recorder
 
 TIMEOUT = corpus_live.TIMEOUT
 CASES = smuggling.cases()
@@ -51,17 +51,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    upstream = RecordingUpstream()
-    tmp = tmp_path_factory.mktemp("smuggling_live")
-    p = Proxy(simple_config([upstream.port]), tmp, workers=1)
-    try:
-        pids = {w.pid for w in p.workers()}
-        assert len(pids) == 1, pids
-        yield Live(p, upstream, pids, log_offset=len(p.log_path.read_bytes()))
-    finally:
-        if p.proc.poll() is None:
-            p.stop()
-        upstream.close()
+    with proxy_before_recorder(tmp_path_factory.mktemp("smuggling_live")) as (p, upstream, pids, offset):
+        yield Live(p, upstream, pids, log_offset=offset)
 
 
 # ---- the generator itself ---------------------------------------------------------------------------
