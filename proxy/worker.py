@@ -20,6 +20,7 @@ import uvloop
 from proxy._fastpath.forward import seed_request_ids
 from proxy._fastpath.lb import reseed as reseed_lb
 from proxy.cluster import Cluster
+from proxy.config.clusters import default_thresholds
 from proxy.config.model import Bootstrap
 from proxy._fastpath.connection import ClusterStats, HcmStats, wake_waiters
 from proxy.connection_manager import Downstream, Hcm
@@ -82,7 +83,7 @@ class Worker:
         for name, cfg in self.bootstrap.clusters.items():
             c = Cluster(cfg, self.table, self.layout.clusters[name])
             c.stats = ClusterStats(self.slot_stats, self.registry.cluster_indexes(name))
-            c.stats.set_breakers(self.table, self.layout.clusters[name].index, _default_thresholds(cfg),
+            c.stats.set_breakers(self.table, self.layout.clusters[name].index, default_thresholds(cfg),
                                  _per_host_thresholds(cfg))
             self.clusters[name] = c
 
@@ -208,14 +209,6 @@ class Worker:
                 c.transport.abort()
         if not self._done.done():
             self._done.set_result(0)
-
-
-def _default_thresholds(cfg):
-    """The DEFAULT-priority circuit breaker thresholds of a cluster (None: Envoy's defaults)."""
-    for t in (cfg.circuit_breakers or {}).get("thresholds") or []:
-        if t.get("priority", "DEFAULT") == "DEFAULT":
-            return t
-    return None
 
 
 def _per_host_thresholds(cfg):

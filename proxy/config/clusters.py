@@ -261,3 +261,13 @@ def _lb_config(c: dict, path: str) -> Any:
         raise ConfigError(join(path, "lb_policy"),
                           "LOAD_BALANCING_POLICY_CONFIG needs a load_balancing_policy")
     return configs or None
+
+
+def default_thresholds(cluster) -> dict:
+    """A cluster's DEFAULT-priority circuit breaker thresholds, Envoy's defaults filled in."""
+    t = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024,
+         "max_retries": 3, "retry_budget": None, "track_remaining": False}
+    for th in ((getattr(cluster, "circuit_breakers", None) or {}).get("thresholds") or []):
+        if th.get("priority", "DEFAULT") == "DEFAULT":
+            t.update({k: v for k, v in th.items() if k in t and v is not None})
+    return t

@@ -32,6 +32,7 @@ import ipaddress
 from typing import Iterable, Optional
 
 from proxy._fastpath import stats as _st
+from proxy.config.clusters import default_thresholds
 
 # ---- the stat sets -------------------------------------------------------------------------------
 
@@ -139,16 +140,6 @@ SERVER_COMPUTED_GAUGES = (
 )
 
 ADMIN = "admin"
-
-
-def default_thresholds(cluster) -> dict:
-    """A cluster's DEFAULT-priority circuit breaker thresholds, Envoy's defaults filled in."""
-    t = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024,
-         "max_retries": 3, "retry_budget": None, "track_remaining": False}
-    for th in ((getattr(cluster, "circuit_breakers", None) or {}).get("thresholds") or []):
-        if th.get("priority", "DEFAULT") == "DEFAULT":
-            t.update({k: v for k, v in th.items() if k in t and v is not None})
-    return t
 
 
 def _attr(short: str) -> str:
