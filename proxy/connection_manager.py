@@ -11,6 +11,8 @@ import ipaddress
 
 from proxy._fastpath.connection import Downstream  # noqa: F401  (re-exported: the worker's protocol)
 from proxy.access_log.writer import AccessLogs
+from proxy.http2 import Http2Options
+from proxy.http2.downstream import Http2Server
 
 
 class Hcm:
@@ -18,9 +20,9 @@ class Hcm:
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
                  "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard")
+                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard", "h2")
 
-    def __init__(self, cfg, routes, tls: bool):
+    def __init__(self, cfg, routes, tls: bool, tls_h2: bool = False):
         self.cfg = cfg
         self.routes = routes
         self.stat_prefix = cfg.stat_prefix
@@ -44,5 +46,10 @@ class Hcm:
         self.filters = None      # proxy.filters.FilterChain when http_filters has more than the router
         self.guard = None        # proxy.filters.connection_limit.ConnectionGuard when a limit applies
         # internal_address_config (None: no client is internal; x-envoy-* never steers routing)
+        # HTTP/2 from clients (codec_type AUTO or HTTP2): proxy/http2/downstream.py
+        self.h2 = None
+        if cfg.codec_type != "HTTP1":
+            self.h2 = Http2Server(cfg.codec_type, Http2Options.from_config(cfg.http2_protocol_options),
+                                  tls_h2, self.max_head)
         self.internal = ([ipaddress.ip_network(c) for c in cfg.internal_cidrs]
                          if cfg.internal_cidrs is not None else None)

@@ -20,3 +20,7 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    # the HTTP/2 codec logs every frame and header at DEBUG: only its warnings are ours to show,
+    # except at trace level
+    for name in ("h2", "hpack", "hyperframe"):
+        logging.getLogger(name).setLevel(LEVELS[level] if LEVELS[level] <= TRACE else logging.WARNING)

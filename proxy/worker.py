@@ -93,7 +93,8 @@ class Worker:
             sock = socks[lc.name]
             tls = server_context(lc.tls) if lc.tls else None
             hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters, self.bootstrap.runtime,
-                                         lc.hcm.upgrades), tls is not None)
+                                         lc.hcm.upgrades), tls is not None,
+                      tls is not None and "h2" in lc.tls.alpn_protocols)
             hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
                                  self.registry.listener_indexes_for(lc))
             hcm.filters = FilterChain.for_hcm(lc.hcm, self, self.filter_state)

@@ -41,6 +41,7 @@ cdef class Downstream:
     cdef public int paused
     cdef public bint keep_alive
     cdef public bint draining
+    cdef public bint stream         # an HTTP/2 stream's exchange (proxy/http2/downstream.py)
     # the request in flight
     cdef public bint in_req
     cdef public long long seq
@@ -111,6 +112,7 @@ cdef class Downstream:
     cdef public double try_idle        # per_try_idle_timeout of this try (0: none)
     cdef public double try_io          # this try's last upstream activity (loop time)
 
+    cdef _drop_exchange(self)
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
     cdef _route(self)

@@ -169,6 +169,7 @@ cdef class Downstream:
         self.paused = 0
         self.keep_alive = True
         self.draining = False
+        self.stream = False
         self.in_req = False
         self.seq = 0
         self.up = None
@@ -218,6 +219,8 @@ cdef class Downstream:
         self.peer = peer[0].encode() if peer else b""
         w = self.w
         self.last_io = w.now
+        if self.stream:
+            return      # one HTTP/2 stream: its connection is counted by its H2Downstream
         hcm = self.hcm
         hcm.conn_count += 1
         w.conns.add(self)
@@ -241,11 +244,16 @@ cdef class Downstream:
             self.held = held
         if w.draining:
             self.draining = True
+        if hcm.h2 is not None and hcm.h2.at_accept(self):
+            return      # HTTP/2 (prior knowledge, or "h2" chosen by ALPN): proxy/http2/
 
     def connection_lost(self, exc):
         if self.tunnel:
             self._end_tunnel()
         self.closed = True
+        if self.stream:
+            self._drop_exchange()
+            return
         self.hcm.conn_count -= 1
         if self.held:
             self.hcm.guard.release(self.held)
@@ -255,11 +263,14 @@ cdef class Downstream:
         st.s.inc(st.cx_destroy)
         st.s.gauge_add(st.l_cx_active, -1)
         st.s.inc(st.l_cx_destroy)
+        self.w.conns.discard(self)
+        self._drop_exchange()
+
+    cdef _drop_exchange(self):
+        self.w.active.discard(self)
         if self.counted_rq:
             self.counted_rq = False
-            st.s.gauge_add(st.rq_active, -1)
-        self.w.conns.discard(self)
-        self.w.active.discard(self)
+            self.st.s.gauge_add(self.st.rq_active, -1)
         up = self.up
         if up is not None:
             # The client went away mid-exchange: the upstream connection is in an unknown state.
@@ -320,6 +331,8 @@ cdef class Downstream:
         try:
             head = parse_request(buf, 0, hcm.max_head, True)
         except HttpError as e:
+            if hcm.h2 is not None and hcm.h2.on_bad_head(self, buf):
+                return      # the HTTP/2 preface (h2c with prior knowledge)
             self.buf = b""
             self.in_req = True      # nothing more is read from this connection
             self.keep_alive = False
@@ -1264,7 +1277,7 @@ cdef class Downstream:
         start = self.req_start if head is not None else now
         rec = LogRecord(
             start_time=self.w.wall_offset + start,
-            protocol=b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
+            protocol=b"HTTP/2" if self.stream else b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
             scheme=self.hcm.scheme,
             response_code=self.status,
             response_flags=self.flags.split(",") if self.flags else [],

@@ -108,6 +108,7 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         route_config=build_route_config(h["route_config"], join(path, "route_config"), clusters,
                                         {b.name: b.config for b in built}),
         codec_type=h["codec_type"],
+        http2_protocol_options=h["http2_protocol_options"],
         http_filters=filters,
         max_request_headers_kb=h["max_request_headers_kb"],
         idle_timeout=protocol["idle_timeout"],

@@ -222,7 +222,8 @@ class HttpFilter:
 class HttpConnectionManager:
     stat_prefix: str
     route_config: RouteConfiguration
-    codec_type: str = "AUTO"                 # AUTO | HTTP1 (HTTP2/HTTP3 refused until the protocols issue)
+    codec_type: str = "AUTO"                 # AUTO | HTTP1 | HTTP2 (HTTP3 is refused)
+    http2_protocol_options: Optional[dict] = None   # validated Http2ProtocolOptions
     http_filters: list[str] = field(default_factory=lambda: ["envoy.filters.http.router"])
     max_request_headers_kb: int = 60
     idle_timeout: float = 3600.0             # common_http_protocol_options.idle_timeout; 0 disables
@@ -277,6 +278,7 @@ class UpstreamTls:
     as in Envoy; with it the chain must verify (its names are not matched, as Envoy without
     match_typed_subject_alt_names)."""
     sni: str = ""                            # empty: no SNI sent
+    alpn_protocols: list[str] = field(default_factory=list)
     trusted_ca: Optional[bytes] = None       # PEM
     certificates: list[TlsCertificate] = field(default_factory=list)   # client certificate
     min_version: str = "TLSv1_2"             # Envoy's client defaults

@@ -244,8 +244,7 @@ message("SocketAddress", "envoy.config.core.v3.SocketAddress", {
 message("HttpConnectionManager",
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", {
     "codec_type": f(Enum(("AUTO", "HTTP1", "HTTP2", "HTTP3"),
-                         refused={"HTTP2": "HTTP/2 is not supported yet",
-                                  "HTTP3": "HTTP/3 is not supported"}), "AUTO"),
+                         refused={"HTTP3": "HTTP/3 is not supported"}), "AUTO"),
     "stat_prefix": f(NONEMPTY, required=True),
     "rds": no("RDS (dynamic routes) is not supported; use an inline route_config",
               oneof="route_specifier"),
@@ -256,7 +255,7 @@ message("HttpConnectionManager",
     "tracing": no(TRACING),
     "common_http_protocol_options": f(Msg("HttpProtocolOptions")),
     "http_protocol_options": no("HTTP/1 protocol options are not supported yet", STRUCT, {}),
-    "http2_protocol_options": no("HTTP/2 is not supported yet"),
+    "http2_protocol_options": f(Msg("Http2ProtocolOptions")),
     "http3_protocol_options": no("HTTP/3 is not supported"),
     "server_name": f(STRING, "cyvoy"),       # Envoy's default is "envoy"; we are not Envoy
     "server_header_transformation": no(
@@ -331,6 +330,33 @@ message("HttpProtocolOptions", "envoy.config.core.v3.HttpProtocolOptions", {
         "only allowing headers with underscores is supported",
         Enum(("ALLOW", "REJECT_REQUEST", "DROP_HEADER")), "ALLOW"),
     "max_requests_per_connection": no("per-connection request limits are not supported yet"),
+})
+
+# config/core/v3/protocol.proto Http2ProtocolOptions; defaults and limits are Envoy's
+# (source/common/http/utility.h, Http2::Utility::OptionsLimits)
+WINDOW = Int("uint32", 65535, 2**31 - 1)
+message("Http2ProtocolOptions", "envoy.config.core.v3.Http2ProtocolOptions", {
+    "hpack_table_size": f(UINT32, 4096),
+    "max_concurrent_streams": f(Int("uint32", 1, 2**31 - 1), 2**31 - 1),
+    "initial_stream_window_size": f(WINDOW, 268435456),
+    "initial_connection_window_size": f(WINDOW, 268435456),
+    "allow_connect": no("CONNECT over HTTP/2 is not supported", BOOL, False),
+    "allow_metadata": no("HTTP/2 METADATA frames are not supported", BOOL, False),
+    "max_outbound_frames": f(Int("uint32", 1, 2**32 - 1), 10000),
+    "max_outbound_control_frames": f(Int("uint32", 1, 2**32 - 1), 1000),
+    "max_consecutive_inbound_frames_with_empty_payload": f(UINT32, 1),
+    "max_inbound_priority_frames_per_stream": f(UINT32, 100),
+    "max_inbound_window_update_frames_per_data_frame_sent": f(Int("uint32", 1, 2**32 - 1), 10),
+    # cyvoy answers a malformed request with RST_STREAM and keeps the connection (RFC 9113 8.1.1)
+    "stream_error_on_invalid_http_messaging": no(
+        "cyvoy always resets only the stream of a malformed request", BOOL, True, False),
+    "override_stream_error_on_invalid_http_message": no(
+        "cyvoy always resets only the stream of a malformed request"),
+    "custom_settings_parameters": no("custom SETTINGS parameters are not supported"),
+    "connection_keepalive": no("HTTP/2 PING keepalives are not supported yet"),
+    "use_oghttp2_codec": no("the HTTP/2 codec is not selectable", BOOL, False, True),
+    "max_metadata_size": no("HTTP/2 METADATA frames are not supported"),
+    "enable_huffman_encoding": no("HPACK Huffman options are not supported", BOOL, True),
 })
 
 message("HttpFilter",

@@ -16,9 +16,8 @@ def downstream_tls(ctx: dict, path: str) -> DownstreamTls:
     certs, tpath = common["tls_certificates"], join(cpath, "tls_certificates")
     if not certs:
         raise ConfigError(tpath, "a TLS listener needs at least one certificate")
-    _http11_alpn(common, cpath)
     tls = DownstreamTls(certificates=_certificates(certs, tpath),
-                        alpn_protocols=list(common["alpn_protocols"]))
+                        alpn_protocols=_alpn(common, cpath))
     tls.client_ca = _trusted_ca(common, cpath)
     tls.require_client_certificate = ctx["require_client_certificate"]
     if tls.require_client_certificate and tls.client_ca is None:
@@ -35,7 +34,7 @@ def upstream_tls(ctx: dict, path: str) -> UpstreamTls:
     if common is None:
         return tls
     cpath = join(path, "common_tls_context")
-    _http11_alpn(common, cpath)
+    tls.alpn_protocols = _alpn(common, cpath)
     tls.certificates = _certificates(common["tls_certificates"], join(cpath, "tls_certificates"))
     tls.trusted_ca = _trusted_ca(common, cpath)
     _tls_params(tls, common["tls_params"], join(cpath, "tls_params"))
@@ -70,15 +69,19 @@ def _certificates(certs: list, tpath: str) -> list[TlsCertificate]:
     return out
 
 
-def _http11_alpn(common: dict, cpath: str) -> None:
-    for i, protocol in enumerate(common["alpn_protocols"]):
-        if protocol == "h2":
-            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
-                              "not supported by cyvoy (h2: HTTP/2 is not supported yet)")
-        if protocol != "http/1.1":
-            raise ConfigError(index(join(cpath, "alpn_protocols"), i),
-                              f"not supported by cyvoy ({protocol!r}: only 'http/1.1' is "
-                              "supported)")
+def _alpn(common: dict, cpath: str) -> list[str]:
+    """The ALPN protocols, "h2" and "http/1.1". Envoy joins the list with commas and splits it
+    again, so one entry may list several ("h2,http/1.1", as many configs write it)."""
+    out = []
+    for i, entry in enumerate(common["alpn_protocols"]):
+        for protocol in entry.split(","):
+            protocol = protocol.strip()
+            if protocol not in ("h2", "http/1.1"):
+                raise ConfigError(index(join(cpath, "alpn_protocols"), i),
+                                  f"not supported by cyvoy ({protocol!r}: only 'h2' and "
+                                  "'http/1.1' are supported)")
+            out.append(protocol)
+    return out
 
 
 def _tls_params(tls, p: dict | None, path: str) -> None:

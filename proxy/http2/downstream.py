@@ -1,0 +1,660 @@
+"""HTTP/2 from clients: h2 over TLS (ALPN "h2") and cleartext h2c with prior knowledge.
+
+`H2Downstream` owns one client connection and its h2 state. Each stream gets a `Downstream`
+(the HTTP connection manager of proxy/_fastpath/connection.pyx) whose transport is a `_Stream`:
+the stream's request is handed to it as HTTP/1.1 bytes, and the HTTP/1.1 response it writes is
+turned into HEADERS, DATA and trailers on the stream. Request bodies are acknowledged to the
+client (WINDOW_UPDATE) only while the stream's Downstream is not paused, so a slow upstream
+slows its own stream and not the others; a response stream whose window is used up pauses its
+upstream (Downstream.pause_writing).
+
+Hostile peers (RFC 9113 10.5): the h2 package refuses malformed frames, oversized frames,
+CONTINUATION floods (64 frames) and header lists over our SETTINGS_MAX_HEADER_LIST_SIZE (HPACK
+bombs); on top of it, Envoy's flood limits from Http2ProtocolOptions: queued control frames
+(SETTINGS and PING acknowledgements the peer does not read), consecutive empty DATA frames and
+PRIORITY frames per stream. A protocol error ends the connection with GOAWAY; a malformed request
+only resets its own stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from proxy._fastpath.connection import Downstream
+from proxy._fastpath.http1 import ChunkedDecoder, HttpError, encode_chunk, last_chunk
+from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, PREFACE_LINE, settings
+
+log = logging.getLogger("cyvoy.http2")
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")      # a lowercase field name
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")                     # RFC 9113 8.2.1
+_PATH = re.compile(rb"[\x21-\x7e]+\Z")
+_STREAM_HIGH = 64 * 1024      # response bytes queued on one stream before its upstream is paused
+_WRITE_LIMIT = 8 * 1024 * 1024  # bytes queued to a client that does not read: the connection goes
+
+# _Stream.state
+_HEAD, _LENGTH, _CHUNKED, _DONE = range(4)
+
+
+class Http2Server:
+    """What a listener needs to speak HTTP/2: its options and when to switch to it."""
+
+    def __init__(self, codec_type: str, opts: Http2Options, tls_h2: bool, max_head: int):
+        self.opts = opts
+        self.prior_knowledge = codec_type == "HTTP2"     # every connection is HTTP/2
+        self.preface = codec_type == "AUTO"              # HTTP/2 when the client sends the preface
+        self.tls_h2 = tls_h2                             # ALPN may choose "h2"
+        self.max_head = max_head
+
+    def at_accept(self, ds) -> bool:
+        """Called by Downstream.connection_made: True if the connection was handed to HTTP/2."""
+        if self.tls_h2:
+            ssl_object = ds.transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                H2Downstream.take_over(ds, self, b"")
+                return True
+            if ssl_object is not None and self.prior_knowledge is False:
+                return False
+        if self.prior_knowledge:
+            H2Downstream.take_over(ds, self, b"")
+            return True
+        return False
+
+    def on_bad_head(self, ds, buf: bytes) -> bool:
+        """Called when a request head fails to parse: the HTTP/2 preface switches protocols."""
+        if self.preface and buf.startswith(PREFACE_LINE):
+            H2Downstream.take_over(ds, self, buf)
+            return True
+        return False
+
+
+class H2Downstream(asyncio.Protocol):
+    """One HTTP/2 client connection. Seen by the worker like a Downstream (w.conns): in_req,
+    last_io, hcm, draining, close_if_idle()."""
+
+    @classmethod
+    def take_over(cls, ds, server: Http2Server, data: bytes) -> "H2Downstream":
+        h = cls(ds, server)
+        w = ds.w
+        w.conns.discard(ds)
+        w.active.discard(ds)
+        ds.deadline_kind = 0
+        w.conns.add(h)
+        ds.transport.set_protocol(h)
+        h._start()
+        if data:
+            h.data_received(data)
+        return h
+
+    def __init__(self, ds, server: Http2Server):
+        self.conn_ds = ds            # the connection's own Downstream: connection stats, limits
+        self.w = ds.w
+        self.hcm = ds.hcm
+        self.server = server
+        self.transport = ds.transport
+        self.last_io = self.w.now
+        self.streams: dict[int, _Stream] = {}
+        self.closed = False
+        self._draining = False
+        self.goaway_last = -1        # after our GOAWAY, streams above this are refused
+        self.write_paused = False
+        self.peer_goaway = False
+        self.empty_frames = 0
+        self.priority_frames = 0
+        self.control_queued = 0
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                        validate_outbound_headers=False,
+                                        normalize_outbound_headers=False)
+        self.h2 = h2.connection.H2Connection(config=cfg)
+        self.opts = server.opts
+
+    # ---- the worker's view (like Downstream) ---------------------------------------------------
+    @property
+    def in_req(self) -> bool:
+        return bool(self.streams)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, on: bool) -> None:
+        if on and not self._draining:
+            self._draining = True
+            self._goaway(ErrorCodes.NO_ERROR)
+            if not self.streams:
+                self._close()
+
+    def close_if_idle(self) -> bool:
+        if self.streams or self.closed:
+            return False
+        self._goaway(ErrorCodes.NO_ERROR)
+        self._close()
+        return True
+
+    # ---- connection ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        opts = self.opts
+        self.h2.local_settings = h2.settings.Settings(
+            client=False, initial_values=settings(opts, False, self.server.max_head))
+        self.h2.initiate_connection()
+        if opts.initial_connection_window_size > 65535:
+            self.h2.increment_flow_control_window(opts.initial_connection_window_size - 65535)
+        self._flush()
+
+    def connection_made(self, transport) -> None:   # not called: we take over a live transport
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.w.conns.discard(self)
+        for st in list(self.streams.values()):
+            st.lost()
+        self.streams.clear()
+        self.conn_ds.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for st in self.streams.values():
+            st.pause_upstream(2)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for st in list(self.streams.values()):
+            st.resume_upstream(2)
+
+    def eof_received(self):
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_io = self.w.now
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            self._protocol_error(e)
+            return
+        try:
+            for ev in events:
+                self._event(ev)
+        except Exception:
+            log.exception("internal error on an HTTP/2 connection")
+            self._goaway(ErrorCodes.INTERNAL_ERROR)
+            self._close()
+            return
+        self._flush()
+        if self.control_queued > self.opts.max_outbound_control_frames:
+            self._flood("too many control frames queued (SETTINGS and PING acknowledgements)")
+
+    def _event(self, ev) -> None:
+        t = type(ev)
+        if t is h2.events.RequestReceived:
+            self._request(ev)
+        elif t is h2.events.DataReceived:
+            st = self.streams.get(ev.stream_id)
+            if not ev.data and not ev.stream_ended:
+                self.empty_frames += 1
+                if self.empty_frames > self.opts.max_consecutive_inbound_frames_with_empty_payload:
+                    self._flood("too many consecutive DATA frames with an empty payload")
+                    return
+            else:
+                self.empty_frames = 0
+            if st is None:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                return
+            st.request_data(ev.data, ev.flow_controlled_length)
+        elif t is h2.events.StreamEnded:
+            st = self.streams.get(ev.stream_id)
+            if st is not None:
+                st.request_end(b"")
+        elif t is h2.events.TrailersReceived:
+            st = self.streams.get(ev.stream_id)
+            if st is not None:
+                st.request_trailers(ev.headers)
+        elif t is h2.events.StreamReset:
+            st = self.streams.pop(ev.stream_id, None)
+            if st is not None:
+                st.reset_by_peer()
+                self._stream_gone()
+        elif t is h2.events.WindowUpdated:
+            if ev.stream_id == 0:
+                for st in list(self.streams.values()):
+                    st.send_pending()
+            else:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.send_pending()
+        elif t is h2.events.RemoteSettingsChanged:
+            self._count_control()
+            for st in list(self.streams.values()):
+                st.send_pending()
+        elif t is h2.events.PingReceived:
+            self._count_control()
+        elif t is h2.events.PriorityUpdated:
+            self.priority_frames += 1
+            if self.priority_frames > self.opts.max_inbound_priority_frames_per_stream * (
+                    1 + self.h2.highest_inbound_stream_id // 2):
+                self._flood("too many PRIORITY frames")
+        elif t is h2.events.ConnectionTerminated:
+            self.peer_goaway = True
+            if not self.streams:
+                self._close()
+
+    def _count_control(self) -> None:
+        # acknowledgements we queue; the count restarts whenever the client has read them all
+        if self.transport.get_write_buffer_size() == 0:
+            self.control_queued = 0
+        self.control_queued += 1
+
+    def _flood(self, what: str) -> None:
+        log.debug("HTTP/2 client %s: %s", self.conn_ds.peer, what)
+        self.w.count("http2.outbound_control_flood" if "control" in what else "http2.inbound_flood")
+        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._close(abort=True)
+
+    def _protocol_error(self, e: Exception) -> None:
+        log.debug("HTTP/2 protocol error from %s: %s", self.conn_ds.peer, e)
+        self.w.count("http2.rx_protocol_error")
+        code = getattr(e, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
+        try:
+            self.h2.close_connection(error_code=code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+        self._close()
+
+    def _goaway(self, code) -> None:
+        """GOAWAY with the last stream we accept; written past h2's state machine, which would
+        otherwise refuse every frame after it, so the streams in flight can still finish."""
+        if self.closed:
+            return
+        self._flush()
+        last = self.h2.highest_inbound_stream_id or 0
+        if self.goaway_last < 0 or last < self.goaway_last:
+            self.goaway_last = last
+        self.transport.write(GoAwayFrame(0, last_stream_id=self.goaway_last,
+                                         error_code=int(code)).serialize())
+
+    def _close(self, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+            if self.transport.get_write_buffer_size() > _WRITE_LIMIT:
+                log.debug("HTTP/2 client %s does not read: closing", self.conn_ds.peer)
+                self._close(abort=True)
+
+    def _stream_gone(self) -> None:
+        if not self.streams and (self._draining or self.peer_goaway):
+            self._flush()
+            self._close()
+
+    # ---- requests ------------------------------------------------------------------------------
+    def _request(self, ev) -> None:
+        sid = ev.stream_id
+        if self.goaway_last >= 0 and sid > self.goaway_last:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        head, is_head, chunked = _request_head(ev.headers, ev.stream_ended is not None)
+        if head is None:
+            # malformed (RFC 9113 8.1.1): a stream error; the other streams go on
+            self.w.count("http2.rx_messaging_error")
+            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            return
+        st = _Stream(self, sid, is_head, chunked)
+        self.streams[sid] = st
+        ds = Downstream(self.w, self.hcm)
+        ds.stream = True
+        st.ds = ds
+        ds.connection_made(st)
+        ds.data_received(head)
+        if self.write_paused:
+            st.pause_upstream(2)
+
+
+def _request_head(headers, ended: bool):
+    """The HTTP/1.1 head of an HTTP/2 request: (head, is HEAD, body chunked), or (None, ...) when
+    the request is malformed. RFC 9113 8.3.1: :authority wins over Host; cookies are joined."""
+    method = path = authority = scheme = None
+    host = None
+    lines = []
+    cookies = []
+    has_length = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            else:
+                return None, False, False     # :protocol (extended CONNECT) and unknown ones
+            continue
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            return None, False, False
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            return None, False, False
+        if name == b"cookie":
+            cookies.append(value)
+        elif name == b"host":
+            host = value
+        else:
+            if name == b"content-length":
+                has_length = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+    if method is None or scheme is None or path is None or not _TOKEN.match(method.lower()):
+        return None, False, False
+    if not _PATH.match(path) or (authority is not None and not _PATH.match(authority)):
+        return None, False, False
+    authority = authority if authority is not None else host
+    out = [method, b" ", path, b" HTTP/1.1\r\n"]
+    if authority is not None:
+        out.append(b"host: %s\r\n" % authority)
+    out.extend(lines)
+    if cookies:
+        out.append(b"cookie: %s\r\n" % b"; ".join(cookies))
+    chunked = not ended and not has_length
+    if chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    # one request per Downstream: it closes its "connection" (this stream) after the response
+    out.append(b"connection: close\r\n\r\n")
+    return b"".join(out), method == b"HEAD", chunked
+
+
+class _Stream:
+    """The transport of one stream's Downstream: HTTP/1.1 response bytes in, frames out."""
+    __slots__ = ("h", "sid", "ds", "is_head", "chunked_in", "req_ended", "state", "buf", "left",
+                 "dec", "out", "out_end", "fin", "sent_end", "released", "read_paused", "owed",
+                 "up_paused")
+
+    def __init__(self, h: H2Downstream, sid: int, is_head: bool, chunked: bool):
+        self.h = h
+        self.sid = sid
+        self.ds = None
+        self.is_head = is_head
+        self.chunked_in = chunked
+        self.req_ended = False
+        self.state = _HEAD
+        self.buf = b""
+        self.left = -1
+        self.dec = None
+        self.out = bytearray()       # DATA waiting for flow-control window
+        self.out_end = None          # trailers (list) or True once the response is complete
+        self.fin = False             # the Downstream wrote its whole response
+        self.sent_end = False        # END_STREAM went out (or the stream was reset)
+        self.released = False
+        self.read_paused = False
+        self.owed = 0                # request bytes received but not yet acknowledged
+        self.up_paused = 0           # bits: 1 window used up, 2 connection write buffer full
+
+    # ---- request side (from H2Downstream) ------------------------------------------------------
+    def request_data(self, data: bytes, flow_len: int) -> None:
+        if self.read_paused:
+            self.owed += flow_len
+        elif flow_len:
+            self.h.h2.acknowledge_received_data(flow_len, self.sid)
+        ds = self.ds
+        if ds is None or ds.closed or not data:
+            return
+        ds.data_received(encode_chunk(data) if self.chunked_in else data)
+
+    def request_trailers(self, headers) -> None:
+        lines = []
+        for name, value in headers:
+            if name[:1] == b":" or not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                self.h.h2.reset_stream(self.sid, ErrorCodes.PROTOCOL_ERROR)
+                self.reset_by_peer()
+                self.h.streams.pop(self.sid, None)
+                return
+            lines.append(b"%s: %s\r\n" % (name, value))
+        self.request_end(b"".join(lines))
+
+    def request_end(self, trailers: bytes) -> None:
+        if self.req_ended:
+            return
+        self.req_ended = True
+        ds = self.ds
+        if self.chunked_in and ds is not None and not ds.closed:
+            ds.data_received(last_chunk(trailers))
+
+    def reset_by_peer(self) -> None:
+        self.sent_end = True
+        self.out = bytearray()
+        self.lost()
+
+    def lost(self) -> None:
+        ds = self.ds
+        if ds is not None and not self.released:
+            self.released = True
+            ds.connection_lost(None)
+
+    # ---- the transport interface the Downstream uses -------------------------------------------
+    def get_extra_info(self, name, default=None):
+        if name == "socket":
+            return None      # not ours to linger or shut: the connection carries other streams
+        return self.h.transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self.sent_end or self.h.closed
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if self.owed and not self.sent_end and not self.h.closed:
+                try:
+                    self.h.h2.acknowledge_received_data(self.owed, self.sid)
+                except h2.exceptions.StreamClosedError:
+                    pass
+                self.owed = 0
+                self.h._flush()
+
+    def close(self) -> None:
+        if not self.fin and self.state == _LENGTH and self.left < 0:
+            self._finish(None)          # a body delimited by the close ends here
+        elif not self.fin:
+            self.abort()
+            return
+        self._release()
+
+    def abort(self) -> None:
+        if not self.sent_end and not self.h.closed:
+            self.sent_end = True
+            self.out = bytearray()
+            try:
+                self.h.h2.reset_stream(self.sid, ErrorCodes.INTERNAL_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.h._flush()
+        self.h.streams.pop(self.sid, None)
+        self._release()
+        self.h._stream_gone()
+
+    def _release(self) -> None:
+        if not self.released:
+            self.released = True
+            # after the Downstream has returned from the write that ended its exchange
+            self.h.w.loop.call_soon(self.ds.connection_lost, None)
+
+    def write(self, data: bytes) -> None:
+        if self.sent_end or self.fin:
+            return
+        state = self.state
+        if state == _HEAD:
+            data = self._head(data)
+            if not data:
+                return
+            state = self.state
+        if state == _LENGTH:
+            left = self.left
+            if left < 0:
+                self._data(data)
+            elif len(data) >= left:
+                self._data(data[:left] if len(data) > left else data)
+                self._finish(None)
+            else:
+                self.left = left - len(data)
+                self._data(data)
+        elif state == _CHUNKED:
+            try:
+                payload = self.dec.feed(data)
+            except HttpError:
+                self.abort()
+                return
+            if payload:
+                self._data(payload)
+            if self.dec.done:
+                self._finish(_trailer_list(self.dec.trailers))
+
+    def _head(self, data: bytes) -> bytes:
+        """Reads the response head the Downstream wrote (our own, well-formed serialization);
+        sends HEADERS; returns the body bytes that came with it."""
+        buf = self.buf + data if self.buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.buf = buf
+            return b""
+        self.buf = b""
+        lines = buf[:end].split(b"\r\n")
+        rest = buf[end + 4:]
+        status = int(lines[0][9:12])
+        if status < 200:
+            # interim responses (100 Continue) are ours to drop: HTTP/2 clients do not wait
+            return self._head(rest) if rest else b""
+        headers = [(b":status", lines[0][9:12])]
+        length = -1
+        chunked = False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name == b"transfer-encoding":
+                chunked = True
+                continue
+            if name in CONNECTION_SPECIFIC:
+                continue
+            value = value.strip()
+            if name == b"content-length":
+                length = int(value)
+            headers.append((name, value))
+        h = self.h
+        if self.is_head or status == 204 or status == 304 or length == 0:
+            h.h2.send_headers(self.sid, headers, end_stream=True)
+            self.sent_end = self.fin = True
+            self.state = _DONE
+            h._flush()
+            self._done()
+            return b""
+        h.h2.send_headers(self.sid, headers)
+        h._flush()
+        if chunked:
+            self.state = _CHUNKED
+            self.dec = ChunkedDecoder()
+        else:
+            self.state = _LENGTH
+            self.left = length
+        return rest
+
+    def _data(self, data: bytes) -> None:
+        if data:
+            self.out += data
+            self.send_pending()
+
+    def _finish(self, trailers) -> None:
+        self.fin = True
+        self.state = _DONE
+        self.out_end = trailers if trailers else True
+        self.send_pending()
+
+    def send_pending(self) -> None:
+        """DATA as far as the flow-control windows allow; END_STREAM (or trailers) after it."""
+        if self.sent_end:
+            return
+        h = self.h
+        conn = h.h2
+        out = self.out
+        if out:
+            window = conn.local_flow_control_window(self.sid)
+            frame = conn.max_outbound_frame_size
+            sent = 0
+            while sent < len(out) and window > 0:
+                n = min(window, frame, len(out) - sent)
+                conn.send_data(self.sid, bytes(out[sent:sent + n]))
+                sent += n
+                window -= n
+            if sent:
+                del out[:sent]
+            if len(out) > _STREAM_HIGH:
+                self.pause_upstream(1)
+            elif self.up_paused & 1:
+                self.resume_upstream(1)
+        if not out and self.out_end is not None:
+            if self.out_end is True:
+                conn.end_stream(self.sid)
+            else:
+                conn.send_headers(self.sid, self.out_end, end_stream=True)
+            self.sent_end = True
+            h._flush()
+            self._done()
+            return
+        h._flush()
+
+    def _done(self) -> None:
+        """The response went out whole: the stream is over for us."""
+        h = self.h
+        h.streams.pop(self.sid, None)
+        if not self.req_ended:
+            # RFC 9113 8.1: a server may answer before the request ends; the rest is not wanted
+            try:
+                h.h2.reset_stream(self.sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            h._flush()
+        h._stream_gone()
+
+    def pause_upstream(self, bit: int) -> None:
+        if not self.up_paused and self.ds is not None:
+            self.ds.pause_writing()
+        self.up_paused |= bit
+
+    def resume_upstream(self, bit: int) -> None:
+        if self.up_paused & bit:
+            self.up_paused &= ~bit
+            if not self.up_paused and self.ds is not None:
+                self.ds.resume_writing()
+
+
+def _trailer_list(raw: bytes):
+    """Trailer field lines (as the chunked decoder keeps them) as an HTTP/2 header list."""
+    out = []
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name in CONNECTION_SPECIFIC or name == b"te":
+            continue
+        out.append((name, value.strip()))
+    return out
