@@ -12,6 +12,8 @@ import logging
 
 from proxy._fastpath.lb import make_lb
 from proxy.config import model
+from proxy.http2 import Http2Options
+from proxy.http2.upstream import H2Pool
 from proxy.tls import client_context
 
 log = logging.getLogger("cyvoy.cluster")
@@ -19,8 +21,8 @@ log = logging.getLogger("cyvoy.cluster")
 
 class Host:
     """One upstream endpoint in this worker: where to connect, and the idle connections to it."""
-    __slots__ = ("slot", "address", "port", "hostname", "idle", "label", "host_header", "n_conns",
-                 "waiting")
+    __slots__ = ("slot", "address", "port", "hostname", "idle", "idle_h2", "label", "host_header",
+                 "n_conns", "waiting")
 
     def __init__(self, slot: int, address: str, port: int, hostname: str = ""):
         self.slot = slot
@@ -28,6 +30,7 @@ class Host:
         self.port = port
         self.hostname = hostname
         self.idle: list = []   # idle upstream connections, most recently used last
+        self.idle_h2: list = []   # idle stream slots on HTTP/2 connections (proxy/http2/upstream.py)
         self.n_conns = 0       # this worker's connections to the host: connecting, busy or idle
         # requests waiting for a connection (max_connections reached): (Downstream, token), FIFO
         self.waiting: collections.deque = collections.deque()
@@ -36,9 +39,10 @@ class Host:
         self.host_header = hostname.encode() if hostname else None
 
     def close_idle(self) -> None:
-        for conn in self.idle:
+        for conn in self.idle + self.idle_h2:
             conn.close()
         self.idle.clear()
+        self.idle_h2.clear()
 
     def __repr__(self):
         return f"Host({self.label})"
@@ -56,6 +60,14 @@ class Cluster:
         self.buffer_limit = cfg.per_connection_buffer_limit_bytes
         # transport_socket tls: (SSL context, SNI) for every connection to the cluster's hosts
         self.ssl, self.sni = client_context(cfg.tls) if cfg.tls is not None else (None, None)
+        # HTTP/2 to the hosts (typed_extension_protocol_options): for every request, or only for
+        # HTTP/2 clients' (use_downstream_protocol_config)
+        self.h2 = None
+        self.h2_always = cfg.upstream_protocol == "HTTP2"
+        if cfg.upstream_protocol != "HTTP1":
+            h2_ssl = client_context(cfg.tls, ["h2"])[0] if cfg.tls is not None else None
+            self.h2 = H2Pool(self, Http2Options.from_config(cfg.http2_protocol_options), h2_ssl,
+                             self.sni)
         # the endpoint's hostname (auto_host_rewrite), by address, for static clusters
         self._hostnames = {(e.address, e.port): e.hostname for e in cfg.endpoints}
         self._dns_names = {e.port: e.address for e in cfg.endpoints} if layout.dns else {}

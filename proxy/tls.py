@@ -45,7 +45,7 @@ def server_context(tls: DownstreamTls) -> ssl.SSLContext:
     return ctx
 
 
-def client_context(tls: UpstreamTls) -> tuple[ssl.SSLContext, str]:
+def client_context(tls: UpstreamTls, alpn=None) -> tuple[ssl.SSLContext, str]:
     """(context, server_hostname). As Envoy: with trusted_ca the server's chain must verify; its
     names are not matched against the SNI (Envoy needs match_typed_subject_alt_names for that);
     without trusted_ca nothing is verified. server_hostname "" sends no SNI."""
@@ -58,5 +58,6 @@ def client_context(tls: UpstreamTls) -> tuple[ssl.SSLContext, str]:
         ctx.verify_mode = ssl.CERT_NONE
     _params(ctx, tls)
     _load_certificates(ctx, tls.certificates)
-    ctx.set_alpn_protocols(["http/1.1"])
+    # the protocol the cluster speaks; an HTTP/2 cluster offers "h2" alone
+    ctx.set_alpn_protocols(alpn or ["http/1.1"])
     return ctx, tls.sni

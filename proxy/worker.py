@@ -171,17 +171,18 @@ class Worker:
                 lc_conn.close_if_idle()
         for c in self.clusters.values():
             for h in c.hosts:
-                if h.idle:
-                    # the same idle timeout for upstream connections (common_http_protocol_options)
-                    keep = []
-                    for up in h.idle:
-                        if up.closed:
-                            continue
-                        if now - up.idle_since >= self.upstream_idle_timeout or self.draining:
-                            up.close()
-                        else:
-                            keep.append(up)
-                    h.idle[:] = keep
+                for idle in (h.idle, h.idle_h2):
+                    if idle:
+                        # the same idle timeout for upstream connections (common_http_protocol_options)
+                        keep = []
+                        for up in idle:
+                            if up.closed:
+                                continue
+                            if now - up.idle_since >= self.upstream_idle_timeout or self.draining:
+                                up.close()
+                            else:
+                                keep.append(up)
+                        idle[:] = keep
 
     # ---- stop ----------------------------------------------------------------------------------
     def drain(self) -> None:

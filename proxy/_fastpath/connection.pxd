@@ -161,6 +161,7 @@ cdef class Upstream:
     cdef bint read_paused
     cdef bint no_body
     cdef public long long uses
+    cdef public bint multiplexed    # a stream slot on a shared HTTP/2 connection (proxy/http2/upstream.py)
     cdef ClusterStats cst
     cdef HostTable table
 

@@ -120,6 +120,14 @@ cdef class ClusterStats:
         self.max_host_connections = 1 << 62                # no per_host_thresholds: no limit
         self.min_retry_concurrency, self.budget_percent = 3, -1.0
 
+    def connection_opened(self):
+        self.s.inc(self.cx_total)
+        self.s.gauge_add(self.cx_active, 1)
+
+    def connection_closed(self):
+        self.s.gauge_add(self.cx_active, -1)
+        self.s.inc(self.cx_destroy)
+
     def count_shadow(self, int status):
         """A mirrored request ended (proxy.shadow): status 0 when no response came."""
         self.s.inc(self.rq_total)
@@ -643,7 +651,10 @@ cdef class Downstream:
         """Send the request on an idle pooled connection to `host` if there is one, else open one;
         past max_connections, wait for one (Envoy's pending request). False when the request
         ended here (max_pending_requests overflow: 503)."""
-        cdef list idle = host.idle
+        cluster = self.target.cluster
+        # HTTP/2 to the host: always, or for HTTP/2 clients (use_downstream_protocol_config)
+        cdef bint mux = cluster.h2 is not None and (cluster.h2_always or self.stream)
+        cdef list idle = host.idle_h2 if mux else host.idle
         cdef Upstream up
         while idle:
             up = idle.pop()
@@ -660,7 +671,10 @@ cdef class Downstream:
             self.cb_pending = True
             cst.s.inc(cst.rq_pending_total)
             cst.s.gauge_add(cst.rq_pending_active, 1)
-        if _take_connection(cst, host, self.table):
+        if mux:
+            # streams share connections: max_requests bounds them, not max_connections
+            self.w.loop.create_task(self._connect(host, self.seq, True))
+        elif _take_connection(cst, host, self.table):
             self.w.loop.create_task(self._connect(host, self.seq))
         else:
             self.wait_token += 1
@@ -692,23 +706,30 @@ cdef class Downstream:
             self.pending_size = 0
             self._resume(P_PENDING)
 
-    async def _connect(self, host, long long seq):
+    async def _connect(self, host, long long seq, bint mux=False):
         cluster = self.target.cluster
         loop = self.w.loop
         w = self.w
         table = cluster.table
         try:
-            _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream(host, w, cluster.stats, table), host.address, host.port,
-                                       ssl=cluster.ssl, server_hostname=cluster.sni),
-                cluster.connect_timeout)
+            if mux:
+                _, up = await asyncio.wait_for(
+                    cluster.h2.connect(lambda: Upstream(host, w, cluster.stats), host),
+                    cluster.connect_timeout)
+            else:
+                _, up = await asyncio.wait_for(
+                    loop.create_connection(lambda: Upstream(host, w, cluster.stats, table), host.address,
+                                           host.port, ssl=cluster.ssl, server_hostname=cluster.sni),
+                    cluster.connect_timeout)
         except asyncio.TimeoutError:
             reason = "connection timeout"
             _count_connect_fail(cluster.stats, True)
-            _release_connection(cluster.stats, host, table)
+            if not mux:
+                _release_connection(cluster.stats, host, table)
         except OSError as e:
             _count_connect_fail(cluster.stats, False)
-            _release_connection(cluster.stats, host, table)
+            if not mux:
+                _release_connection(cluster.stats, host, table)
             # Envoy's wording: "remote connection failure, transport failure reason: delayed connect error: 111"
             if isinstance(e, _ssl.SSLError):
                 reason = f"remote connection failure, transport failure reason: TLS error: {e.reason or e}"
@@ -1479,7 +1500,10 @@ cdef _park(Upstream up):
             ds._send_upstream(up)
             return
     up.idle_since = up.worker.now
-    host.idle.append(up)
+    if up.multiplexed:
+        host.idle_h2.append(up)
+    else:
+        host.idle.append(up)
 
 
 def wake_waiters(host):
@@ -1541,12 +1565,14 @@ cdef class Upstream:
         self.read_paused = False
         self.no_body = False
         self.uses = 0
+        self.multiplexed = False
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
-        self.cst.s.inc(self.cst.cx_total)
-        self.cst.s.gauge_add(self.cst.cx_active, 1)
+        if not self.multiplexed:    # an HTTP/2 connection counts itself, not its streams
+            self.cst.s.inc(self.cst.cx_total)
+            self.cst.s.gauge_add(self.cst.cx_active, 1)
 
     cdef send(self, Downstream ds, bytes head, bint no_body):
         """Start one exchange: write the request head; the body follows through `transport`."""
@@ -1700,8 +1726,9 @@ cdef class Upstream:
     def connection_lost(self, exc):
         self.closed = True
         self.reusable = False
-        self.cst.s.gauge_add(self.cst.cx_active, -1)
-        self.cst.s.inc(self.cst.cx_destroy)
+        if not self.multiplexed:
+            self.cst.s.gauge_add(self.cst.cx_active, -1)
+            self.cst.s.inc(self.cst.cx_destroy)
         if self.state == TUNNEL:
             self.state = IDLE
             if self.ds is not None:

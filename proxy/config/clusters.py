@@ -38,7 +38,10 @@ def build_clusters(clusters: list[dict], path: str) -> dict[str, Cluster]:
 
 
 def _cluster(c: dict, path: str) -> Cluster:
+    protocol, h2_options = _upstream_protocol(c, path)
     return Cluster(
+        upstream_protocol=protocol,
+        http2_protocol_options=h2_options,
         name=c["name"],
         type=c["type"],
         connect_timeout=c["connect_timeout"],
@@ -56,6 +59,32 @@ def _cluster(c: dict, path: str) -> Cluster:
         lb_config=_lb_config(c, path),
         tls=_transport_socket(c["transport_socket"], join(path, "transport_socket")),
     )
+
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_protocol(c: dict, path: str) -> tuple[str, dict | None]:
+    """(protocol, Http2ProtocolOptions) from typed_extension_protocol_options, or from the
+    deprecated http2_protocol_options field (Envoy still honours it)."""
+    typed = c["typed_extension_protocol_options"] or {}
+    options = typed.get(HTTP_PROTOCOL_OPTIONS)
+    if options is not None:
+        if c["http2_protocol_options"] is not None:
+            raise ConfigError(join(path, "http2_protocol_options"),
+                              f"set the protocol in typed_extension_protocol_options "
+                              f"{HTTP_PROTOCOL_OPTIONS} only, not in both places")
+        o = options["config"]
+        if o["use_downstream_protocol_config"] is not None:
+            d = o["use_downstream_protocol_config"]
+            return "DOWNSTREAM", d["http2_protocol_options"] or {}
+        explicit = o["explicit_http_config"]
+        if explicit is not None and explicit["http2_protocol_options"] is not None:
+            return "HTTP2", explicit["http2_protocol_options"]
+        return "HTTP1", None
+    if c["http2_protocol_options"] is not None:
+        return "HTTP2", c["http2_protocol_options"]
+    return "HTTP1", None
 
 
 def _transport_socket(ts, path: str):

@@ -164,6 +164,20 @@ CATEGORIES: dict[str, Category] = {
                 "envoy.access_loggers.stdout and envoy.access_loggers.stderr",
     ),
     "downstream_transport_socket": _transport_sockets("DownstreamTlsContext"),
+    # a cluster's typed_extension_protocol_options, keyed by the options' full type name
+    "upstream_protocol_options": Category(
+        what="protocol options",
+        name_prefix="envoy.extensions.upstreams.",
+        package_prefix="envoy.extensions.upstreams.",
+        supported={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Supported(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "UpstreamHttpProtocolOptions"),
+        },
+        refused=frozenset({"tcp"}),
+        refusal="are not supported; cyvoy reads only "
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    ),
 }
 
 

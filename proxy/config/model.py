@@ -330,6 +330,9 @@ class Cluster:
     circuit_breakers: Optional[dict[str, Any]] = None
     common_lb_config: Optional[dict[str, Any]] = None
     tls: Optional[UpstreamTls] = None            # transport_socket envoy.transport_sockets.tls
+    # typed_extension_protocol_options: "HTTP1", "HTTP2", or "DOWNSTREAM" (the client's protocol)
+    upstream_protocol: str = "HTTP1"
+    http2_protocol_options: Optional[dict[str, Any]] = None
     lb_config: Optional[dict[str, Any]] = None   # round_robin_lb_config / least_request_lb_config / ring_hash_lb_config / maglev_lb_config / load_balancing_policy
 
 

@@ -359,6 +359,34 @@ message("Http2ProtocolOptions", "envoy.config.core.v3.Http2ProtocolOptions", {
     "enable_huffman_encoding": no("HPACK Huffman options are not supported", BOOL, True),
 })
 
+# extensions/upstreams/http/v3/http_protocol_options.proto: which protocol a cluster speaks
+UPSTREAM_PROTOCOL = "upstream_protocol_options"
+message("UpstreamHttpProtocolOptions", "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {
+    "common_http_protocol_options": no("upstream common_http_protocol_options are not supported "
+                                       "yet (upstream idle connections use the listeners' "
+                                       "idle_timeout)"),
+    "upstream_http_protocol_options": no("upstream HTTP options are not supported yet"),
+    "explicit_http_config": f(Msg("ExplicitHttpConfig"), oneof=UPSTREAM_PROTOCOL),
+    "use_downstream_protocol_config": f(Msg("UseDownstreamHttpConfig"), oneof=UPSTREAM_PROTOCOL),
+    "auto_config": no("ALPN-chosen upstream protocols (auto_config) are not supported yet; use "
+                      "explicit_http_config", oneof=UPSTREAM_PROTOCOL),
+    "http_filters": no("upstream HTTP filters are not supported"),
+    "header_validation_config": no("header validators are not supported"),
+})
+message("ExplicitHttpConfig",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", {
+    "http_protocol_options": no("HTTP/1 protocol options are not supported yet", STRUCT, {},
+                                oneof="protocol_config"),
+    "http2_protocol_options": f(Msg("Http2ProtocolOptions"), oneof="protocol_config"),
+    "http3_protocol_options": no("HTTP/3 is not supported", oneof="protocol_config"),
+}, required_oneofs=("protocol_config",))
+message("UseDownstreamHttpConfig",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", {
+    "http_protocol_options": no("HTTP/1 protocol options are not supported yet", STRUCT, {}),
+    "http2_protocol_options": f(Msg("Http2ProtocolOptions")),
+    "http3_protocol_options": no("HTTP/3 is not supported"),
+})
+
 message("HttpFilter",
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", {
     "name": f(NONEMPTY, required=True),
@@ -999,10 +1027,10 @@ message("Cluster", "envoy.config.cluster.v3.Cluster", {
     "circuit_breakers": f(Msg("CircuitBreakers")),
     "upstream_http_protocol_options": no("upstream HTTP options are not supported yet"),
     "common_http_protocol_options": no("upstream HTTP options are not supported yet"),
-    "http_protocol_options": no("upstream HTTP/1 options are not supported yet"),
-    "http2_protocol_options": no("HTTP/2 upstreams are not supported yet"),
-    "typed_extension_protocol_options": no(
-        "upstream protocol options (e.g. HTTP/2 upstreams) are not supported yet"),
+    "http_protocol_options": no("upstream HTTP/1 options are not supported yet", STRUCT, {}),
+    # deprecated: typed_extension_protocol_options' explicit_http_config says the same
+    "http2_protocol_options": f(Msg("Http2ProtocolOptions")),
+    "typed_extension_protocol_options": f(TypedConfigMap("upstream_protocol_options")),
     "dns_refresh_rate": f(Duration(gt=0.001), 5.0),     # proto: gt 1ms
     "dns_jitter": no("DNS refresh jitter is not supported yet"),
     "dns_failure_refresh_rate": no("DNS failure back-off is not configurable yet"),
