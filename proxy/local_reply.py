@@ -34,6 +34,23 @@ def render(status: int, body: bytes, server_line: bytes, extra: bytes = b"", hea
     return head if head_only else head + body
 
 
+# Envoy's Grpc::Utility::httpToGrpcStatus (grpc's doc/http-grpc-status-mapping.md)
+_GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+_GRPC_UNKNOWN = 2
+
+
+def render_grpc(status: int, body: bytes, server_line: bytes, extra: bytes = b"",
+                headers: bytes = b"", close: bool = False) -> bytes:
+    """A local reply to a gRPC request: 200 with grpc-status and grpc-message, no body (a
+    trailers-only response once on HTTP/2). grpc-message is percent-encoded as gRPC says."""
+    code = 0 if status == 200 else _GRPC_STATUS.get(status, _GRPC_UNKNOWN)
+    message = "".join(c if 0x20 <= ord(c) <= 0x7e and c != "%" else "%%%02X" % ord(c)
+                      for c in body.decode("latin-1"))
+    lines = (headers + extra + date_line() + server_line + b"content-type: application/grpc\r\n"
+             + b"grpc-status: %d\r\n" % code + b"grpc-message: " + message.encode("ascii") + b"\r\n")
+    return build_response_head(200, lines, b"", 0, not close)
+
+
 def redirect_location(r, scheme: bytes, host: bytes, path: bytes, entry) -> bytes:
     """Envoy's RedirectAction: each part replaced only when the config says so."""
     if r.scheme_redirect:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from proxy.config import model
+from proxy.config.routes import GRPC_RETRY_ON
 
 # Envoy's redirect response codes (route.v3.RedirectAction.RedirectResponseCode)
 DIRECT, REDIRECT, FORWARD = 0, 1, 2
@@ -104,7 +105,7 @@ class RetryPlan:
     __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "base_interval",
                  "max_interval",
                  "retriable_status_codes", "previous_hosts", "host_selection_retry_max_attempts",
-                 "headers_fn", "request_fn", "reset_headers", "reset_max_interval")
+                 "headers_fn", "request_fn", "reset_headers", "reset_max_interval", "grpc_codes")
 
     def __init__(self, p: model.RetryPolicy | None):
         if p is None:       # a plan only from x-envoy-retry-on: Envoy's RetryPolicy defaults
@@ -123,6 +124,8 @@ class RetryPlan:
         self.request_fn = _any_of(p.retriable_request_headers)
         self.reset_headers = [(name.encode(), fmt) for name, fmt in p.reset_headers]
         self.reset_max_interval = p.reset_max_interval
+        # retry_on's gRPC tokens as grpc-status codes (None: none given)
+        self.grpc_codes = frozenset(GRPC_RETRY_ON[t] for t in p.retry_on if t in GRPC_RETRY_ON) or None
 
     def copy(self) -> "RetryPlan":
         c = RetryPlan.__new__(RetryPlan)
@@ -178,7 +181,7 @@ class RouteEntry:
                  "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
                  "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
                  "per_filter", "cluster_header", "not_found_code", "header_targets", "extras",
-                 "upgrades")
+                 "upgrades", "grpc_timeout_max", "grpc_timeout_offset")
 
     def header_target(self, head):
         """cluster_header: the Target of the cluster the request header names, None when the
@@ -392,6 +395,8 @@ class RouteTable:
         e.retry = None
         e.timeout_line = b""
         e.timeout = 0
+        e.grpc_timeout_max = -1.0      # max_stream_duration.grpc_timeout_header_max; < 0: unset
+        e.grpc_timeout_offset = 0.0
         e.cluster_header = None
         e.extras = None
         e.upgrades = upgrades       # the connection manager's upgrade_configs (a route may override)
@@ -411,6 +416,9 @@ class RouteTable:
             e.timeout = a.timeout
             e.timeout_line = (b"x-envoy-expected-rq-timeout-ms: %d\r\n" % int(a.timeout * 1000)
                               if a.timeout else b"")
+            if a.grpc_timeout_header_max is not None:
+                e.grpc_timeout_max = a.grpc_timeout_header_max
+                e.grpc_timeout_offset = a.grpc_timeout_header_offset
             e.prefix_rewrite = a.prefix_rewrite.encode() if a.prefix_rewrite is not None else None
             e.host_rewrite = a.host_rewrite_literal.encode() if a.host_rewrite_literal else None
             e.auto_host_rewrite = a.auto_host_rewrite

@@ -122,9 +122,6 @@ def test_hosts_from_the_v2_api_is_refused_with_a_hint():
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("typed_extension_protocol_options", {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
-                                          {}}, "HTTP/2 upstreams"),
-    ("http2_protocol_options", {}, "HTTP/2 upstreams"),
     ("lb_subset_config", {}, "subset"),
     ("eds_cluster_config", {}, "xDS"),
 ])
@@ -501,3 +498,41 @@ def test_upstream_subject_alt_name_matching_is_not_supported_yet():
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {"validation_context": {"match_typed_subject_alt_names": []}}}}))
     assert e.path.endswith("validation_context.match_typed_subject_alt_names")
+
+
+HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _hpo(**fields):
+    return {"typed_extension_protocol_options": {HPO: {"@type": "type.googleapis.com/" + HPO, **fields}}}
+
+
+def test_explicit_http2_config_makes_an_http2_cluster():
+    c = load_dict(config(**_hpo(explicit_http_config={"http2_protocol_options": {"max_concurrent_streams": 50}})))
+    cl = c.clusters["backend"]
+    assert cl.upstream_protocol == "HTTP2" and cl.http2_protocol_options["max_concurrent_streams"] == 50
+
+
+def test_explicit_http1_config_is_http1():
+    c = load_dict(config(**_hpo(explicit_http_config={"http_protocol_options": {}})))
+    assert c.clusters["backend"].upstream_protocol == "HTTP1"
+
+
+def test_use_downstream_protocol_config_follows_the_client():
+    c = load_dict(config(**_hpo(use_downstream_protocol_config={"http2_protocol_options": {}})))
+    assert c.clusters["backend"].upstream_protocol == "DOWNSTREAM"
+
+
+def test_deprecated_cluster_http2_protocol_options_still_mean_http2():
+    c = load_dict(config(http2_protocol_options={}))
+    assert c.clusters["backend"].upstream_protocol == "HTTP2"
+
+
+def test_auto_config_is_refused_with_its_path():
+    e = refusal(config(**_hpo(auto_config={})))
+    assert e.path == f"{CLUSTER}.typed_extension_protocol_options.{HPO}.typed_config.auto_config"
+
+
+def test_http2_window_below_the_minimum_is_refused():
+    e = refusal(config(**_hpo(explicit_http_config={"http2_protocol_options": {"initial_stream_window_size": 100}})))
+    assert e.path.endswith("http2_protocol_options.initial_stream_window_size")

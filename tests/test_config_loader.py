@@ -648,9 +648,16 @@ def test_max_request_headers_kb_is_at_most_8192():
     assert e.path == HCM + ".max_request_headers_kb" and "at most 8192" in e.reason
 
 
-@pytest.mark.parametrize("codec, words", [("HTTP2", "HTTP/2 is not supported yet"),
-                                          ("HTTP3", "HTTP/3 is not supported")])
-def test_http2_and_http3_codecs_are_not_supported(codec, words):
+def test_http2_codec_is_read():
+    doc = config()
+    hcm(doc)["codec_type"] = "HTTP2"
+    hcm(doc)["http2_protocol_options"] = {"max_concurrent_streams": 10}
+    h = load_dict(doc).listeners[0].hcm
+    assert h.codec_type == "HTTP2" and h.http2_protocol_options["max_concurrent_streams"] == 10
+
+
+@pytest.mark.parametrize("codec, words", [("HTTP3", "HTTP/3 is not supported")])
+def test_http3_codec_is_not_supported(codec, words):
     doc = config()
     hcm(doc)["codec_type"] = codec
     e = refusal(doc)
@@ -700,8 +707,7 @@ def test_upgrade_configs_are_read_by_type():
 
 
 @pytest.mark.parametrize("field, value", [("access_log_options",
-                                           {"flush_access_log_on_new_request": True}),
-                                          ("http2_protocol_options", {})])
+                                           {"flush_access_log_on_new_request": True})])
 def test_connection_manager_features_not_supported_yet(field, value):
     doc = config()
     hcm(doc)[field] = value
@@ -769,10 +775,19 @@ def test_alpn_http11_is_accepted():
     assert tls.alpn_protocols == ["http/1.1"]
 
 
-def test_alpn_h2_is_not_supported_yet():
-    e = refusal(with_tls(config(), alpn_protocols=["h2", "http/1.1"]))
-    assert e.path == TLS + ".common_tls_context.alpn_protocols[0]"
-    assert "not supported by cyvoy" in e.reason and "HTTP/2" in e.reason
+def test_alpn_h2_is_read():
+    b = load_dict(with_tls(config(), alpn_protocols=["h2", "http/1.1"]))
+    assert b.listeners[0].tls.alpn_protocols == ["h2", "http/1.1"]
+
+
+def test_alpn_as_one_comma_separated_entry_is_split_as_envoy_does():
+    b = load_dict(with_tls(config(), alpn_protocols=["h2,http/1.1"]))
+    assert b.listeners[0].tls.alpn_protocols == ["h2", "http/1.1"]
+
+
+def test_alpn_other_than_h2_and_http11_is_refused():
+    e = refusal(with_tls(config(), alpn_protocols=["h3"]))
+    assert e.path == TLS + ".common_tls_context.alpn_protocols[0]" and "not supported by cyvoy" in e.reason
 
 
 def test_client_certificate_subject_alt_name_matching_is_not_supported_yet():
@@ -937,12 +952,16 @@ def test_tls_termination_example_loads_unchanged():
 @needs_examples
 @pytest.mark.parametrize("example, path, words", [
     ("grpc-bridge/client/envoy-proxy.yaml", HCM + ".add_user_agent", "not supported yet"),
-    ("grpc-bridge/server/envoy-proxy.yaml",
-     HCM + ".route_config.virtual_hosts[0].routes[0].match.grpc",
-     "gRPC route matching is not supported yet"),
 ])
 def test_other_examples_are_refused_as_not_supported_yet(example, path, words):
     with pytest.raises(ConfigError) as info:
         load_file(str(EXAMPLES / example))
     assert info.value.path == path
     assert info.value.reason.startswith("not supported by cyvoy") and words in info.value.reason
+
+
+@needs_examples
+def test_grpc_bridge_server_example_loads_unchanged():
+    # its route matches gRPC requests (match.grpc) and its cluster speaks HTTP/2
+    b = load_file(str(EXAMPLES / "grpc-bridge/server/envoy-proxy.yaml"))
+    assert b.clusters["backend_grpc_service"].upstream_protocol == "HTTP2"

@@ -263,7 +263,6 @@ def test_case_sensitive_false_is_read():
 
 @pytest.mark.parametrize("field, value", [
     ("query_parameters", [{"name": "debug", "present_match": True}]),
-    ("grpc", {}),
     ("path_separated_prefix", "/api"),
     ("path_match_policy", {"name": "x"}),
 ])
@@ -392,7 +391,6 @@ def test_host_rewrites_are_exclusive():
 @pytest.mark.parametrize("field, value", [
     ("regex_rewrite", {"pattern": {"regex": "x"}, "substitution": "y"}),
     ("idle_timeout", "5s"),
-    ("max_stream_duration", {}),
 ])
 def test_route_action_features_not_supported_yet(field, value):
     e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", field: value}}))
@@ -717,10 +715,23 @@ def test_retry_policy_reads_retriable_headers_and_rate_limited_back_off():
     assert p.reset_max_interval == 300.0     # Envoy's default
 
 
-def test_grpc_retry_tokens_are_not_supported_yet():
-    e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "retry_policy": {
-        "retry_on": "5xx,unavailable"}}}))
-    assert e.path == ROUTE + ".route.retry_policy.retry_on" and "'unavailable' is not supported yet" in e.reason
+def test_grpc_retry_tokens_are_read():
+    r = built_route(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "retry_policy": {
+        "retry_on": "5xx,unavailable,cancelled,deadline-exceeded,internal,resource-exhausted"}}}))
+    assert {"unavailable", "cancelled", "deadline-exceeded", "internal",
+            "resource-exhausted"} <= r.action.retry_policy.retry_on
+
+
+def test_max_stream_duration_grpc_timeout_fields_are_read():
+    r = built_route(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "max_stream_duration": {
+        "grpc_timeout_header_max": "2s", "grpc_timeout_header_offset": "0.1s"}}}))
+    assert (r.action.grpc_timeout_header_max, r.action.grpc_timeout_header_offset) == (2.0, 0.1)
+
+
+def test_max_stream_duration_itself_is_not_supported_yet():
+    e = refusal(config({"match": {"prefix": "/"}, "route": {"cluster": "backend", "max_stream_duration": {
+        "max_stream_duration": "5s"}}}))
+    assert e.path == ROUTE + ".route.max_stream_duration.max_stream_duration"
 
 
 def test_internal_address_config_with_a_bad_cidr_is_refused():
@@ -729,3 +740,9 @@ def test_internal_address_config_with_a_bad_cidr_is_refused():
         "internal_address_config"] = {"cidr_ranges": [{"address_prefix": "10.0.0.300", "prefix_len": 8}]}
     e = refusal(doc)
     assert e.path.endswith("internal_address_config.cidr_ranges[0]") and "invalid CIDR" in e.reason
+
+
+def test_grpc_match_is_a_content_type_prefix_match():
+    # Envoy's RouteMatch.grpc: the request's content-type starts with application/grpc
+    m = built_route(config({"match": {"prefix": "/", "grpc": {}}, "route": {"cluster": "backend"}})).match
+    assert [(h.name, h.kind, h.value) for h in m.headers] == [("content-type", "prefix", "application/grpc")]

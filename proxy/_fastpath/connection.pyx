@@ -548,6 +548,8 @@ cdef class Downstream:
         self.retry = entry.retry
         self.route_timeout = entry.timeout
         cdef bytes timeout_line = entry.timeout_line
+        if entry.grpc_timeout_max >= 0:
+            timeout_line = self._grpc_timeout(head, entry, timeout_line)
         if self.internal:
             # internal_address_config: internal clients may steer retries and timeouts
             timeout_line = self._envoy_request_headers(head, timeout_line)
@@ -997,6 +999,7 @@ cdef class Downstream:
             return 0
         on = r.retry_on
         cdef bint match
+        cdef bint refused = False
         if kind == F_CONNECT:
             match = ("connect-failure" in on or "5xx" in on or "gateway-error" in on
                      or "reset-before-request" in on or "reset" in on)
@@ -1011,9 +1014,13 @@ cdef class Downstream:
                      or ("retriable-status-codes" in on and status in r.retriable_status_codes)
                      or ("envoy-ratelimited" in on and rh.get(b"x-envoy-ratelimited") is not None)
                      or ("retriable-headers" in on and r.headers_fn is not None and r.headers_fn(rh)))
+            if not match and r.grpc_codes is not None:
+                # a gRPC server's trailers-only answer: it refused the call, a retry is safe
+                grpc = rh.get(b"grpc-status")
+                match = refused = grpc is not None and grpc.isdigit() and int(grpc) in r.grpc_codes
         if not match:
             return 0
-        if kind != F_CONNECT and self.sent_upstream and self.head.method not in IDEMPOTENT:
+        if kind != F_CONNECT and not refused and self.sent_upstream and self.head.method not in IDEMPOTENT:
             return 0    # RFC 9110 9.2.2: never repeat a non-idempotent request the upstream may have seen
         if self.body_copy is None:
             return 0    # the body was larger than the buffer limit: nothing to replay
@@ -1098,6 +1105,21 @@ cdef class Downstream:
                 plan.per_try_timeout = t
         self.retry = plan
         return timeout_line
+
+    def _grpc_timeout(self, RequestHead head, entry, bytes timeout_line):
+        """max_stream_duration.grpc_timeout_header_max: the client's grpc-timeout is the route
+        timeout, at most the max (0: no cap), less grpc_timeout_header_offset (Envoy's router
+        applies it the same way, router.cc FilterUtility::finalTimeout)."""
+        raw = head.get(b"grpc-timeout")
+        t = _grpc_timeout_s(raw) if raw is not None else -1.0
+        if t < 0:
+            return timeout_line
+        if entry.grpc_timeout_max > 0 and (t == 0 or t > entry.grpc_timeout_max):
+            t = entry.grpc_timeout_max
+        if entry.grpc_timeout_offset and t > entry.grpc_timeout_offset:
+            t -= entry.grpc_timeout_offset
+        self.route_timeout = t
+        return b"x-envoy-expected-rq-timeout-ms: %d\r\n" % int(t * 1000) if t else b""
 
     def _internal(self, RequestHead head):
         """Envoy's internal request: after x-forwarded-for handling there is exactly one address
@@ -1262,8 +1284,14 @@ cdef class Downstream:
         if self.logging:
             self.resp = None
             self.tx_body += 0 if self.is_head else len(body)
-        self.transport.write(local_reply.render(status, body, self.hcm.server_line, extra, headers,
-                                                not self.keep_alive, self.is_head))
+        head = self.head
+        if head is not None and (head.get(b"content-type") or b"").startswith(b"application/grpc"):
+            # a gRPC client gets a gRPC error (Envoy's local replies to gRPC requests)
+            self.transport.write(local_reply.render_grpc(status, body, self.hcm.server_line, extra, headers,
+                                                         not self.keep_alive))
+        else:
+            self.transport.write(local_reply.render(status, body, self.hcm.server_line, extra, headers,
+                                                    not self.keep_alive, self.is_head))
         self._finish()
 
     def _local_for_request(self, int status, bytes body, str flag="", bytes extra=b""):
@@ -1435,6 +1463,19 @@ def _reset_interval(r, ResponseHead rh):
         if t <= r.reset_max_interval:
             return t
     return -1.0
+
+
+_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+def _grpc_timeout_s(bytes raw):
+    """gRPC's Timeout (PROTOCOL-HTTP2.md: 1 to 8 digits and a unit) in seconds; -1 if invalid."""
+    raw = raw.strip()
+    unit = _GRPC_UNITS.get(raw[-1:])
+    digits = raw[:-1]
+    if unit is None or not 1 <= len(digits) <= 8 or not digits.isdigit():
+        return -1.0
+    return int(digits) * unit
 
 
 cdef long long _ms(double seconds):

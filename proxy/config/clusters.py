@@ -81,6 +81,12 @@ def _upstream_protocol(c: dict, path: str) -> tuple[str, dict | None]:
         explicit = o["explicit_http_config"]
         if explicit is not None and explicit["http2_protocol_options"] is not None:
             return "HTTP2", explicit["http2_protocol_options"]
+        if explicit is not None and explicit["http_protocol_options"]:
+            raise ConfigError(join(join(join(join(path, "typed_extension_protocol_options"),
+                                                 HTTP_PROTOCOL_OPTIONS), "typed_config"),
+                                   "explicit_http_config.http_protocol_options"),
+                              "not supported by cyvoy (HTTP/1 protocol options are not supported "
+                              "yet; write {})")
         return "HTTP1", None
     if c["http2_protocol_options"] is not None:
         return "HTTP2", c["http2_protocol_options"]

@@ -107,6 +107,10 @@ class RouteAction:
     runtime_key_prefix: str = ""                          # weighted_clusters.runtime_key_prefix: ignored with a warning
     mirrors: list[MirrorPolicy] = field(default_factory=list)   # request_mirror_policies
     upgrades: dict[str, bool] = field(default_factory=dict)     # upgrade_configs: overrides the HCM's, per type
+    # max_stream_duration: a gRPC client's grpc-timeout becomes the route timeout, capped by
+    # grpc_timeout_header_max (0: uncapped) and less grpc_timeout_header_offset
+    grpc_timeout_header_max: Optional[float] = None
+    grpc_timeout_header_offset: float = 0.0
     weighted_clusters: list[WeightedCluster] = field(default_factory=list)
     total_weight: int = 0                                 # 0: sum of weights (Envoy's default since v1.21)
     timeout: float = 15.0                                 # route timeout; 0 disables

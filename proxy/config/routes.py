@@ -167,6 +167,9 @@ DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 def _match(m: dict, path: str) -> RouteMatch:
     headers = [header_matcher(h, index(join(path, "headers"), i))
                for i, h in enumerate(m["headers"])]
+    if m["grpc"] is not None:
+        # Envoy's gRPC match: a content-type of application/grpc (Grpc::Common::isGrpcRequestHeaders)
+        headers.append(HeaderMatcher(name="content-type", kind="prefix", value="application/grpc"))
     if m["safe_regex"] is not None:
         match = RouteMatch(kind="safe_regex", value=m["safe_regex"]["regex"],
                            regex=_regex(m["safe_regex"], join(path, "safe_regex")),
@@ -232,6 +235,10 @@ def _route_action(a: dict, path: str, clusters: Collection[str]) -> RouteAction:
                          cluster_not_found_response_code=NOT_FOUND_CODES[a["cluster_not_found_response_code"]],
                          upgrades=upgrade_map(a["upgrade_configs"], join(path, "upgrade_configs")),
                          mirrors=_mirrors(a, path, clusters))
+    msd = a["max_stream_duration"]
+    if msd is not None:
+        action.grpc_timeout_header_max = msd["grpc_timeout_header_max"]
+        action.grpc_timeout_header_offset = msd["grpc_timeout_header_offset"] or 0.0
     if a["cluster"] is not None:
         action.cluster = _cluster_ref(a["cluster"], join(path, "cluster"), clusters)
         return action
@@ -296,13 +303,16 @@ def _mirrors(msg: dict, path: str, clusters: Collection[str]) -> list[MirrorPoli
 
 
 # retry_on tokens (Envoy's router_filter.rst, retry_state_impl.cc parseRetryOn)
-# refused-stream is an HTTP/2 reset: cyvoy's HTTP/1.1 upstreams never send one, as with Envoy's
-# HTTP/1.1 upstreams, so the token is accepted and never fires.
+# refused-stream is an HTTP/2 reset: accepted, and served by "reset" (cyvoy does not tell the reset
+# codes of an HTTP/2 upstream apart).
+# gRPC tokens (x-envoy-retry-grpc-on's, also accepted in retry_on) retry a response whose headers
+# carry that grpc-status: a trailers-only answer, before anything went to the client
+GRPC_RETRY_ON = {"cancelled": 1, "deadline-exceeded": 4, "resource-exhausted": 8, "internal": 13,
+                 "unavailable": 14}
 RETRY_ON_SUPPORTED = frozenset({"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
                                 "retriable-4xx", "retriable-status-codes", "envoy-ratelimited",
-                                "retriable-headers", "refused-stream"})
-RETRY_ON_NOT_YET = frozenset({"http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
-                              "resource-exhausted", "unavailable"})
+                                "retriable-headers", "refused-stream", *GRPC_RETRY_ON})
+RETRY_ON_NOT_YET = frozenset({"http3-post-connect-failure"})
 
 
 def _retry_policy(r: dict, path: str) -> RetryPolicy:

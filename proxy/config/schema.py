@@ -375,8 +375,8 @@ message("UpstreamHttpProtocolOptions", "envoy.extensions.upstreams.http.v3.HttpP
 })
 message("ExplicitHttpConfig",
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", {
-    "http_protocol_options": no("HTTP/1 protocol options are not supported yet", STRUCT, {},
-                                oneof="protocol_config"),
+    # only {}: cyvoy's HTTP/1 options are fixed (checked in config/clusters.py)
+    "http_protocol_options": f(STRUCT, oneof="protocol_config"),
     "http2_protocol_options": f(Msg("Http2ProtocolOptions"), oneof="protocol_config"),
     "http3_protocol_options": no("HTTP/3 is not supported", oneof="protocol_config"),
 }, required_oneofs=("protocol_config",))
@@ -755,7 +755,7 @@ message("RouteMatch", "envoy.config.route.v3.RouteMatch", {
     "runtime_fraction": f(Msg("RuntimeFractionalPercent")),
     "headers": f(List(Msg("HeaderMatcher"))),
     "query_parameters": no("query parameter matching is not supported yet"),
-    "grpc": no("gRPC route matching is not supported yet"),
+    "grpc": f(STRUCT),      # GrpcRouteMatchOptions: an empty message
     "tls_context": no("TLS context matching is not supported yet"),
     "dynamic_metadata": no(METADATA),
     "filter_state": no("filter state matching is not supported"),
@@ -842,8 +842,15 @@ message("RouteAction", "envoy.config.route.v3.RouteAction", {
         "PASS_THROUGH_INTERNAL_REDIRECT"),
     "max_internal_redirects": no("internal redirects are not supported"),
     "hedge_policy": no("request hedging is not supported"),
-    "max_stream_duration": no("stream durations are not supported yet"),
+    "max_stream_duration": f(Msg("MaxStreamDuration")),
 }, required_oneofs=("cluster_specifier",))
+
+# route/v3/route_components.proto: RouteAction.MaxStreamDuration (gRPC deadlines as route timeouts)
+message("MaxStreamDuration", "envoy.config.route.v3.RouteAction.MaxStreamDuration", {
+    "max_stream_duration": no("max_stream_duration is not supported yet; use the route timeout"),
+    "grpc_timeout_header_max": f(DURATION),
+    "grpc_timeout_header_offset": f(DURATION),
+})
 
 # route/v3/route_components.proto: RouteAction.RequestMirrorPolicy
 message("RequestMirrorPolicy", "envoy.config.route.v3.RouteAction.RequestMirrorPolicy", {

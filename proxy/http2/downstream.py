@@ -111,7 +111,10 @@ class H2Downstream(asyncio.Protocol):
         self.empty_frames = 0
         self.priority_frames = 0
         self.control_queued = 0
+        # inbound headers are validated by _request_head, so that a malformed request resets
+        # its stream only (h2's own validation would end the connection)
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                        validate_inbound_headers=False,
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
         self.h2 = h2.connection.H2Connection(config=cfg)
@@ -338,8 +341,13 @@ def _request_head(headers, ended: bool):
     lines = []
     cookies = []
     has_length = False
+    pseudo = set()
     for name, value in headers:
         if name[:1] == b":":
+            # RFC 9113 8.3: each once, all before the regular fields
+            if lines or cookies or host is not None or name in pseudo:
+                return None, False, False
+            pseudo.add(name)
             if name == b":method":
                 method = value
             elif name == b":path":
