@@ -16,12 +16,14 @@ import logging
 import os
 import select
 import signal
+import ssl
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 
 from proxy import cluster_manager, systemd
+from proxy import tls
 from proxy.config import ConfigError, load_file
 from proxy.config.model import Bootstrap
 from proxy.filters import SharedFilterState
@@ -129,6 +131,11 @@ class Master:
             return 1
         self.table, self.layout = cluster_manager.build_table(self.bootstrap)
         self.filter_state = SharedFilterState(self.bootstrap)
+        try:
+            tls.prepare_server_contexts(self.bootstrap)    # shared session ticket keys
+        except (ssl.SSLError, OSError) as e:
+            log.critical("cannot load a listener's certificates: %s", e)
+            return 1
         self._new_stats(self.bootstrap)
         self._spawn_health()
         self._spawn_admin()
@@ -503,6 +510,12 @@ class Master:
         except OSError as e:
             self.last_reload_error = str(e)
             log.error("reload refused, cannot open listener: %s", e)
+            return
+        try:
+            tls.prepare_server_contexts(new)
+        except (ssl.SSLError, OSError) as e:
+            self.last_reload_error = f"cannot load a listener's certificates: {e}"
+            log.error("reload refused, still serving the previous config: %s", self.last_reload_error)
             return
         for warning in new.warnings:
             log.warning("config: %s", warning)

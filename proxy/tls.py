@@ -31,7 +31,26 @@ def _load_certificates(ctx: ssl.SSLContext, certificates) -> None:
             ctx.load_cert_chain(cf.name, kf.name)
 
 
+# server contexts made by the master before it forks its workers (prepare_server_contexts)
+_prepared: dict[int, ssl.SSLContext] = {}
+
+
+def prepare_server_contexts(bootstrap) -> None:
+    """Every TLS filter chain's context, made once in the master: the workers it forks inherit
+    them with the same session ticket keys (OpenSSL makes them with the context), so a session
+    resumes whichever worker's SO_REUSEPORT socket the client lands on."""
+    made = {id(chain.tls): _server_context(chain.tls)
+            for lc in bootstrap.listeners for chain in lc.chains if chain.tls is not None}
+    _prepared.clear()      # only once all of them loaded: a failed reload keeps the old ones
+    _prepared.update(made)
+
+
 def server_context(tls: DownstreamTls) -> ssl.SSLContext:
+    ctx = _prepared.get(id(tls))
+    return ctx if ctx is not None else _server_context(tls)
+
+
+def _server_context(tls: DownstreamTls) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _params(ctx, tls)
     _load_certificates(ctx, tls.certificates)
@@ -42,6 +61,8 @@ def server_context(tls: DownstreamTls) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_OPTIONAL
     if tls.alpn_protocols:
         ctx.set_alpn_protocols(tls.alpn_protocols)
+    if tls.disable_stateless_session_resumption:
+        ctx.options |= ssl.OP_NO_TICKET
     return ctx
 
 

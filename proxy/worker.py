@@ -26,6 +26,7 @@ from proxy._fastpath.connection import ClusterStats, HcmStats, wake_waiters
 from proxy.connection_manager import Downstream, Hcm
 from proxy.filters import FilterChain, SharedFilterState
 from proxy.filters.connection_limit import ConnectionGuard
+from proxy.filter_chains import ChainSelect, SniSelector
 from proxy.router import RouteTable
 from proxy.tls import server_context
 from proxy.shadow import ShadowWriter
@@ -60,7 +61,7 @@ class Worker:
         self.clusters: dict[str, Cluster] = {}
         # Upstream connections idle this long are closed: the shortest listener idle_timeout
         # (Envoy has a per-cluster idle_timeout too, 1h by default; cyvoy uses the listeners').
-        idle = [lc.hcm.idle_timeout for lc in bootstrap.listeners if lc.hcm.idle_timeout]
+        idle = [c.hcm.idle_timeout for lc in bootstrap.listeners for c in lc.chains if c.hcm.idle_timeout]
         self.upstream_idle_timeout = min(idle) if idle else 3600.0
         self.servers = []
         self.hcms = []
@@ -90,22 +91,19 @@ class Worker:
     async def serve(self, socks: dict, ready_fd: int) -> int:
         self.setup()
         for lc in self.bootstrap.listeners:
-            sock = socks[lc.name]
-            tls = server_context(lc.tls) if lc.tls else None
-            hcm = Hcm(lc.hcm, RouteTable(lc.hcm.route_config, self.clusters, self.bootstrap.runtime,
-                                         lc.hcm.upgrades), tls is not None,
-                      tls is not None and "h2" in lc.tls.alpn_protocols)
-            hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(lc.hcm.stat_prefix),
-                                 self.registry.listener_indexes_for(lc))
-            hcm.filters = FilterChain.for_hcm(lc.hcm, self, self.filter_state)
-            hcm.guard = ConnectionGuard.for_listener(lc, self, self.filter_state,
-                                                     self.registry.listener_indexes_for(lc))
-            self.hcms.append(hcm)
-            limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
-            if limit is not None:
-                hcm.conn_limit = int(limit)
-            server = await self.loop.create_server(lambda hcm=hcm: Downstream(self, hcm), sock=sock,
-                                                   ssl=tls, backlog=4096)
+            entries = []
+            for chain in lc.chains:
+                tls = server_context(chain.tls) if chain.tls else None
+                entries.append((chain, tls, self._hcm(lc, chain, tls)))
+            if len(entries) == 1:
+                _, tls, hcm = entries[0]
+                factory = lambda hcm=hcm: Downstream(self, hcm)
+            else:   # filter chains chosen by SNI (proxy/filter_chains.py)
+                selector = SniSelector(entries)
+                tls = entries[0][1]
+                tls.sni_callback = selector.sni_callback
+                factory = lambda selector=selector: ChainSelect(self, selector)
+            server = await self.loop.create_server(factory, sock=socks[lc.name], ssl=tls, backlog=4096)
             self.servers.append(server)
         self._done = self.loop.create_future()
         self.loop.add_signal_handler(signal.SIGTERM, self.drain)
@@ -118,6 +116,21 @@ class Worker:
         except OSError:
             pass
         return await self._done
+
+    def _hcm(self, lc, chain, tls) -> Hcm:
+        """The connection manager of one filter chain, with its stats, filters and limits."""
+        cfg = chain.hcm
+        hcm = Hcm(cfg, RouteTable(cfg.route_config, self.clusters, self.bootstrap.runtime, cfg.upgrades),
+                  tls is not None, tls is not None and "h2" in chain.tls.alpn_protocols)
+        listener_stats = self.registry.listener_indexes_for(lc)
+        hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(cfg.stat_prefix), listener_stats)
+        hcm.filters = FilterChain.for_hcm(cfg, self, self.filter_state)
+        hcm.guard = ConnectionGuard.for_listener(lc, self, self.filter_state, listener_stats)
+        self.hcms.append(hcm)
+        limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
+        if limit is not None:
+            hcm.conn_limit = int(limit)
+        return hcm
 
     # ---- timeouts and sweeps -------------------------------------------------------------------
     def _tick(self) -> None:

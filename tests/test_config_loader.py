@@ -552,19 +552,26 @@ def test_listener_needs_a_filter_chain():
     assert e.path == LISTENER + ".filter_chains" and "needs a filter chain" in e.reason
 
 
-def test_second_filter_chain_is_not_supported():
+def test_a_second_plaintext_filter_chain_is_refused():
+    # chains are told apart by SNI only, which needs TLS
     doc = config()
     listener(doc)["filter_chains"].append(copy.deepcopy(chain(doc)))
     e = refusal(doc)
-    assert e.path == LISTENER + ".filter_chains[1]"
-    assert "not supported by cyvoy (one filter chain per listener" in e.reason
+    assert e.path == CHAIN + ".transport_socket" and "server name" in e.reason
 
 
-def test_filter_chain_match_is_not_supported():
+def test_server_names_without_tls_are_refused():
     doc = config()
     chain(doc)["filter_chain_match"] = {"server_names": ["example.com"]}
     e = refusal(doc)
-    assert e.path == CHAIN + ".filter_chain_match" and "not supported by cyvoy" in e.reason
+    assert e.path == CHAIN + ".filter_chain_match.server_names" and "TLS" in e.reason
+
+
+def test_other_filter_chain_match_fields_are_refused():
+    doc = config()
+    chain(doc)["filter_chain_match"] = {"destination_port": 443}
+    e = refusal(doc)
+    assert e.path == CHAIN + ".filter_chain_match.destination_port" and "server_names" in e.reason
 
 
 def test_second_connection_manager_is_not_supported():
@@ -596,11 +603,17 @@ def test_listener_buffer_limit_is_not_supported_yet():
     assert "not supported by cyvoy" in e.reason
 
 
-def test_listener_filters_are_not_supported_yet():
+def test_tls_inspector_listener_filter_is_accepted():
     doc = config()
     listener(doc)["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector"}]
+    assert load_dict(doc).listeners[0].name
+
+
+def test_other_listener_filters_are_refused():
+    doc = config()
+    listener(doc)["listener_filters"] = [{"name": "envoy.filters.listener.proxy_protocol"}]
     e = refusal(doc)
-    assert e.path == LISTENER + ".listener_filters" and "tls_inspector" in e.reason
+    assert e.path == LISTENER + ".listener_filters[0]" and "tls_inspector" in e.reason
 
 
 # --- HTTP connection manager -------------------------------------------------------------------

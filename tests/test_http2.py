@@ -307,3 +307,13 @@ def test_use_downstream_protocol_config_sends_http2_only_for_http2_clients(h2_up
     # an HTTP/1.1 client's request goes as HTTP/1.1, which this HTTP/2-only server cannot read
     out = raw_request(p.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert not out.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+def test_h2load_through_the_proxy_completes_every_request(upstreams, proxy):
+    up, = upstreams(1)
+    p = proxy(simple_config([up.port]), workers=2)
+    r = subprocess.run(["h2load", "-n", "2000", "-c", "8", "-m", "10", f"http://127.0.0.1:{p.port}/"],
+                       capture_output=True, text=True, timeout=60)
+    assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout + r.stderr
+    assert "status codes: 2000 2xx" in r.stdout

@@ -266,12 +266,6 @@ def test_stream_over_acknowledged_max_concurrent_streams_gets_goaway_protocol_er
     assert_alive(p)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG proxy/http2/downstream.py H2Downstream._start: local_settings is replaced by "
-    "Settings(initial_values=...), so MAX_CONCURRENT_STREAMS binds before the client has seen or "
-    "acknowledged it (initially unlimited, RFC 9113 6.5.2), and h2's TooManyStreamsError becomes "
-    "GOAWAY(PROTOCOL_ERROR) in data_received; expected RST_STREAM(REFUSED_STREAM) for the excess "
-    "stream, as nghttp2 does for a pending setting, and the other streams served"))
 def test_streams_over_the_limit_in_the_first_flight_are_refused_and_the_rest_served(p, up):
     """A client may send requests right after its preface, before the server's SETTINGS arrives;
     until then there is no stream limit for it to obey. The third stream of such a first flight
@@ -410,12 +404,6 @@ def test_empty_data_frames_flood_gets_goaway_enhance_your_calm(p):
     assert_alive(p)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG proxy/http2/downstream.py H2Downstream.data_received: after _flood() has aborted the "
-    "connection, the loop 'for ev in events: self._event(ev)' goes on dispatching the rest of the "
-    "read's events: every further empty DATA frame calls _flood again (logs 'too many consecutive "
-    "DATA frames' and counts http2.inbound_flood once per frame, 999 times here, instead of once), "
-    "and HEADERS later in the same read still go to _request, which builds a _Stream and a Downstream for them on the closed connection"))
 def test_empty_data_flood_is_handled_once_per_connection(p):
     c = Raw(p.port)
     c.handshake()

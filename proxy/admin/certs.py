@@ -43,11 +43,13 @@ def _rfc3339(t: _dt.datetime | None) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
-def _cert_paths(source: dict, index: int) -> list[str]:
-    """Configured certificate_chain filenames of listener `index`, in order (best effort)."""
+def _cert_paths(source: dict, index: int, chain: int = 0, default: bool = False) -> list[str]:
+    """Configured certificate_chain filenames of listener `index`'s filter chain `chain` (or its
+    default_filter_chain), in order (best effort)."""
     try:
-        listener = (source.get("static_resources") or {}).get("listeners")[index]
-    except (AttributeError, IndexError, TypeError):
+        lst = (source.get("static_resources") or {}).get("listeners")[index]
+        listener = lst["default_filter_chain"] if default else lst["filter_chains"][chain]
+    except (AttributeError, IndexError, KeyError, TypeError):
         return []
     out: list[str] = []
 
@@ -96,10 +98,11 @@ def details(pem: bytes, path: str, now: _dt.datetime | None = None) -> dict:
 def certificates(bootstrap) -> list[dict]:
     out = []
     for li, listener in enumerate(bootstrap.listeners):
-        if listener.tls is None:
-            continue
-        paths = _cert_paths(bootstrap.source or {}, li)
-        for ci, cert in enumerate(listener.tls.certificates):
-            path = paths[ci] if ci < len(paths) else "<inline>"
-            out.append({"ca_cert": [], "cert_chain": [details(cert.certificate_chain, path)]})
+        for k, chain in enumerate(listener.chains or [listener]):
+            if chain.tls is None:
+                continue
+            paths = _cert_paths(bootstrap.source or {}, li, k, getattr(chain, "is_default", False))
+            for ci, cert in enumerate(chain.tls.certificates):
+                path = paths[ci] if ci < len(paths) else "<inline>"
+                out.append({"ca_cert": [], "cert_chain": [details(cert.certificate_chain, path)]})
     return out

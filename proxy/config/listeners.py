@@ -9,7 +9,8 @@ from proxy.config import datasource
 from proxy.config.addresses import socket_address
 from proxy.config.errors import ConfigError, index, join
 from proxy.access_log.format import FormatError, formatter_for
-from proxy.config.model import AccessLogConfig, ConnectionLimit, HttpConnectionManager, Listener
+from proxy.config.model import (AccessLogConfig, ConnectionLimit, FilterChain, HttpConnectionManager,
+                                Listener)
 from proxy.config.filters import build_http_filter
 from proxy.config.tls import downstream_tls
 from proxy.config.routes import build_route_config, upgrade_map
@@ -19,6 +20,7 @@ ROUTER = "envoy.filters.http.router"
 HCM = "envoy.filters.network.http_connection_manager"
 CONNECTION_LIMIT = "envoy.filters.network.connection_limit"
 TLS = "envoy.transport_sockets.tls"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 FILE_LOGGER = "envoy.access_loggers.file"
 STREAM_LOGGERS = {"envoy.access_loggers.stdout": "/dev/stdout",
                   "envoy.access_loggers.stderr": "/dev/stderr"}
@@ -49,14 +51,77 @@ def _listener(raw: dict, i: int, path: str, clusters: Collection[str]) -> Listen
     # Envoy names an unnamed listener with a generated UUID; an index is easier to find.
     name = raw["name"] or f"listener_{i}"
     address, port = socket_address(raw["address"], join(path, "address"), need_ip=True)
-    chains, cpath = raw["filter_chains"], join(path, "filter_chains")
-    if not chains:
+    _listener_filters(raw["listener_filters"], join(path, "listener_filters"))
+    raw_chains, cpath = raw["filter_chains"], join(path, "filter_chains")
+    if not raw_chains and raw["default_filter_chain"] is None:
         raise ConfigError(cpath, "a listener needs a filter chain with the "
                                  "envoy.filters.network.http_connection_manager filter")
+    chains, limits = [], []
+    for k, chain in enumerate(raw_chains):
+        built, limit = _chain(chain, index(cpath, k), clusters)
+        chains.append(built)
+        limits.append(limit)
+    if raw["default_filter_chain"] is not None:
+        built, limit = _chain(raw["default_filter_chain"], join(path, "default_filter_chain"), clusters)
+        built.is_default = True
+        chains.append(built)
+        limits.append(limit)
     if len(chains) > 1:
-        raise ConfigError(index(cpath, 1), "not supported by cyvoy (one filter chain per "
-                                           "listener: filter chain matching is not supported yet)")
-    chain, cpath = chains[0], index(cpath, 0)
+        _check_sni_chains(chains, raw_chains, path)
+        for k, limit in enumerate(limits):
+            if limit is not None:
+                raise ConfigError(index(cpath, k), f"not supported by cyvoy ({CONNECTION_LIMIT} on a "
+                                                   "listener with several filter chains)")
+    first = chains[0]
+    return Listener(name=name, address=address, port=port, hcm=first.hcm, tls=first.tls,
+                    connection_limit=limits[0], chains=chains,
+                    ignore_global_conn_limit=raw["ignore_global_conn_limit"])
+
+
+def _listener_filters(filters: list, path: str) -> None:
+    """tls_inspector is accepted and needs nothing (the TLS handshake gives the SNI); others are
+    refused."""
+    for k, f in enumerate(filters):
+        typed = f["typed_config"] or {}
+        kind = typed.get("@type", "").rsplit("/", 1)[-1]
+        if f["name"] != TLS_INSPECTOR and not kind.endswith(".tls_inspector.v3.TlsInspector"):
+            raise ConfigError(index(path, k), f"not supported by cyvoy (listener filter "
+                                              f"{f['name']!r}; only {TLS_INSPECTOR} is accepted)")
+
+
+def _check_sni_chains(chains: list, raw_chains: list, path: str) -> None:
+    """Several filter chains: told apart by the client's SNI, so all of them terminate TLS, and
+    no two may match the same name (Envoy refuses such listeners too)."""
+    seen: dict[str, int] = {}
+    catch_all = None
+    for k, c in enumerate(chains):
+        cpath = index(join(path, "filter_chains"), k) if not c.is_default else join(path, "default_filter_chain")
+        if c.tls is None:
+            raise ConfigError(join(cpath, "transport_socket"),
+                              "not supported by cyvoy (a listener with several filter chains picks "
+                              "one by the TLS server name: each needs envoy.transport_sockets.tls)")
+        if c.is_default:
+            continue
+        if not c.server_names:
+            if catch_all is not None:
+                raise ConfigError(join(cpath, "filter_chain_match"),
+                                  f"matches every connection, as filter_chains[{catch_all}] does")
+            catch_all = k
+        for name in c.server_names:
+            key = name.lower()
+            if key in seen:
+                raise ConfigError(join(join(cpath, "filter_chain_match"), "server_names"),
+                                  f"{name!r} is already matched by filter_chains[{seen[key]}]")
+            seen[key] = k
+
+
+def _chain(chain: dict, cpath: str, clusters: Collection[str]):
+    """(FilterChain, its connection limit) for one filter chain."""
+    match = chain["filter_chain_match"] or {}
+    mpath = join(cpath, "filter_chain_match")
+    if match.get("transport_protocol") not in (None, "", "tls"):
+        raise ConfigError(join(mpath, "transport_protocol"),
+                          "not supported by cyvoy (only 'tls' or empty)")
     filters, fpath = chain["filters"], join(cpath, "filters")
     if not filters:
         raise ConfigError(fpath, "needs the envoy.filters.network.http_connection_manager "
@@ -79,8 +144,11 @@ def _listener(raw: dict, i: int, path: str, clusters: Collection[str]) -> Listen
     if socket is not None and socket["typed_config"]["extension"] == TLS:
         tls = downstream_tls(socket["typed_config"]["config"], join(join(cpath, "transport_socket"),
                                                           "typed_config"))
-    return Listener(name=name, address=address, port=port, hcm=hcm, tls=tls, connection_limit=limit,
-                    ignore_global_conn_limit=raw["ignore_global_conn_limit"])
+    if match.get("server_names") and tls is None:
+        raise ConfigError(join(mpath, "server_names"),
+                          "needs the chain's transport_socket envoy.transport_sockets.tls (the "
+                          "server name comes from the TLS handshake)")
+    return FilterChain(hcm=hcm, tls=tls, server_names=list(match.get("server_names") or [])), limit
 
 
 def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager:

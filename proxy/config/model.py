@@ -265,6 +265,7 @@ class DownstreamTls:
     # require_client_certificate: and a client without one is refused (mTLS)
     client_ca: Optional[bytes] = None
     require_client_certificate: bool = False
+    disable_stateless_session_resumption: bool = False    # no session tickets
 
 
 @dataclass(slots=True)
@@ -295,10 +296,21 @@ class Listener:
     name: str                                # absent in the config: "listener_<index>" (Envoy generates a UUID)
     address: str
     port: int                                # 0 is allowed (ephemeral) for tests
-    hcm: HttpConnectionManager
+    hcm: HttpConnectionManager               # the first filter chain's (the only one, usually)
     tls: Optional[DownstreamTls] = None
     connection_limit: Optional[ConnectionLimit] = None
     ignore_global_conn_limit: bool = False   # not counted in the overload manager's global limit
+    # every filter chain, the first one included; chosen by the client's SNI (server_names)
+    chains: list["FilterChain"] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FilterChain:
+    """One of a listener's filter_chains (or its default_filter_chain)."""
+    hcm: HttpConnectionManager
+    tls: Optional[DownstreamTls] = None
+    server_names: list[str] = field(default_factory=list)   # filter_chain_match.server_names
+    is_default: bool = False                 # default_filter_chain: when no other chain matches
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ MTLS = "client certificate validation (mTLS) is not supported yet"
 CERT_PROVIDERS = "certificate providers are not supported"
 DNS_RESOLVER = "custom DNS resolvers are not supported; cyvoy uses the system resolver"
 EXT_DISCOVERY = "extension config discovery is not supported"
-FILTER_CHAIN_MATCH = "filter chain matching is not supported yet (one filter chain per listener)"
+FILTER_CHAIN_MATCH = ("filter chain matching is supported by server_names (SNI) only")
 REGEX_REWRITE = "regex rewrites are not supported yet"
 SUBSETS = "subset load balancing is not supported"
 
@@ -166,13 +166,13 @@ message("Listener", "envoy.config.listener.v3.Listener", {
     "filter_chains": f(List(Msg("FilterChain"))),
     "filter_chain_matcher": no(FILTER_CHAIN_MATCH),
     "use_original_dst": no("original-destination listeners are not supported", BOOL, False),
-    "default_filter_chain": no(FILTER_CHAIN_MATCH),
+    "default_filter_chain": f(Msg("FilterChain")),
     "per_connection_buffer_limit_bytes": no("listener buffer limits are not supported yet"),
     "metadata": no(METADATA),
     "deprecated_v1": no("removed from Envoy's v3 API"),
     "drain_type": no("drain types are not supported", Enum(("DEFAULT", "MODIFY_ONLY")),
                      "DEFAULT"),
-    "listener_filters": no("listener filters (e.g. tls_inspector) are not supported yet"),
+    "listener_filters": f(List(Msg("ListenerFilter"))),
     "listener_filters_timeout": no("listener filters are not supported yet"),
     "continue_on_listener_filters_timeout": no("listener filters are not supported yet",
                                                BOOL, False),
@@ -198,8 +198,31 @@ message("Listener", "envoy.config.listener.v3.Listener", {
     "fcds_config": no(XDS),
 })
 
+# ListenerFilter: only tls_inspector, which cyvoy needs not (TLS reads the SNI itself)
+message("ListenerFilter", "envoy.config.listener.v3.ListenerFilter", {
+    "name": f(NONEMPTY, required=True),
+    "typed_config": f(AnyMsg()),
+    "config_discovery": no(EXT_DISCOVERY),
+    "filter_disabled": no("listener filter predicates are not supported"),
+})
+
+# FilterChainMatch: cyvoy selects filter chains by SNI (server_names) only
+message("FilterChainMatch", "envoy.config.listener.v3.FilterChainMatch", {
+    "server_names": f(List(Str(min_len=1))),
+    "transport_protocol": f(STRING, ""),      # "" or "tls" (checked in config/listeners.py)
+    "destination_port": no(FILTER_CHAIN_MATCH),
+    "prefix_ranges": no(FILTER_CHAIN_MATCH),
+    "address_suffix": no(FILTER_CHAIN_MATCH),
+    "suffix_len": no(FILTER_CHAIN_MATCH),
+    "direct_source_prefix_ranges": no(FILTER_CHAIN_MATCH),
+    "source_type": no(FILTER_CHAIN_MATCH, Enum(("ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL")), "ANY"),
+    "source_prefix_ranges": no(FILTER_CHAIN_MATCH),
+    "source_ports": no(FILTER_CHAIN_MATCH),
+    "application_protocols": no(FILTER_CHAIN_MATCH),
+})
+
 message("FilterChain", "envoy.config.listener.v3.FilterChain", {
-    "filter_chain_match": no(FILTER_CHAIN_MATCH),
+    "filter_chain_match": f(Msg("FilterChainMatch")),
     "filters": f(List(Msg("NetworkFilter"))),
     "use_proxy_proto": no("the PROXY protocol is not supported", BOOL, False),
     "metadata": no(METADATA),
@@ -575,18 +598,19 @@ message("DownstreamTlsContext", "envoy.extensions.transport_sockets.tls.v3.Downs
     "common_tls_context": f(Msg("CommonTlsContext"), required=True),
     "require_client_certificate": f(BOOL, False),
     "require_sni": no("require_sni is not supported yet", BOOL, False),
-    "session_ticket_keys": no("session ticket keys are not supported yet"),
+    # one ticket key per listener, made by the master and shared by its workers (proxy/tls.py)
+    "session_ticket_keys": no("session ticket keys are not configurable: cyvoy makes one per "
+                              "listener at start and shares it among its workers"),
     "session_ticket_keys_sds_secret_config": no(SDS),
-    "disable_stateless_session_resumption": no("session resumption options are not supported",
-                                               BOOL, False),
+    "disable_stateless_session_resumption": f(BOOL, False),
     "disable_stateful_session_resumption": no("session resumption options are not supported",
                                               BOOL, False),
     "session_timeout": no("TLS session timeouts are not supported yet"),
     "ocsp_staple_policy": no("OCSP stapling is not supported",
                              Enum(("LENIENT_STAPLING", "STRICT_STAPLING", "MUST_STAPLE")),
                              "LENIENT_STAPLING"),
-    "full_scan_certs_on_sni_mismatch": no("SNI certificate selection is not supported yet",
-                                          BOOL, False),
+    "full_scan_certs_on_sni_mismatch": no("certificates are selected by filter chain "
+                                          "server_names only", BOOL, False),
     "prefer_client_ciphers": no("cipher preference is not configurable yet", BOOL, False),
 })
 

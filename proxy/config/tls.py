@@ -20,6 +20,7 @@ def downstream_tls(ctx: dict, path: str) -> DownstreamTls:
                         alpn_protocols=_alpn(common, cpath))
     tls.client_ca = _trusted_ca(common, cpath)
     tls.require_client_certificate = ctx["require_client_certificate"]
+    tls.disable_stateless_session_resumption = ctx["disable_stateless_session_resumption"]
     if tls.require_client_certificate and tls.client_ca is None:
         raise ConfigError(join(path, "require_client_certificate"),
                           "needs common_tls_context.validation_context.trusted_ca to verify "

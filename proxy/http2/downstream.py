@@ -147,9 +147,14 @@ class H2Downstream(asyncio.Protocol):
     # ---- connection ----------------------------------------------------------------------------
     def _start(self) -> None:
         opts = self.opts
-        self.h2.local_settings = h2.settings.Settings(
-            client=False, initial_values=settings(opts, False, self.server.max_head))
+        values = settings(opts, False, self.server.max_head)
+        limit = values.pop(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
+        self.h2.decoder.max_header_list_size = self.server.max_head
         self.h2.initiate_connection()
+        # the stream limit in a SETTINGS of its own, enforced once the client acknowledged it:
+        # until then a client may open streams beyond it (RFC 9113 6.5.3), as nghttp2 allows
+        self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit})
         if opts.initial_connection_window_size > 65535:
             self.h2.increment_flow_control_window(opts.initial_connection_window_size - 65535)
         self._flush()
@@ -189,6 +194,8 @@ class H2Downstream(asyncio.Protocol):
             return
         try:
             for ev in events:
+                if self.closed:
+                    return      # a flood or an error ended the connection: the rest is moot
                 self._event(ev)
         except Exception:
             log.exception("internal error on an HTTP/2 connection")
@@ -268,12 +275,16 @@ class H2Downstream(asyncio.Protocol):
     def _protocol_error(self, e: Exception) -> None:
         log.debug("HTTP/2 protocol error from %s: %s", self.conn_ds.peer, e)
         self.w.count("http2.rx_protocol_error")
-        code = getattr(e, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
-        try:
-            self.h2.close_connection(error_code=code)
-        except h2.exceptions.ProtocolError:
-            pass
-        self._flush()
+        data = self.h2.data_to_send()
+        if not data:        # h2 queues a GOAWAY for most errors, not for a bad preface
+            try:
+                self.h2.close_connection(error_code=getattr(e, "error_code", None)
+                                         or ErrorCodes.PROTOCOL_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
         self._close()
 
     def _goaway(self, code) -> None:
@@ -314,6 +325,11 @@ class H2Downstream(asyncio.Protocol):
     def _request(self, ev) -> None:
         sid = ev.stream_id
         if self.goaway_last >= 0 and sid > self.goaway_last:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.opts.max_concurrent_streams:
+            # over a limit the client may not have acknowledged yet (h2 enforces it once it has,
+            # as a connection error): refused, so the client may retry it (RFC 9113 5.1.2)
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         head, is_head, chunked = _request_head(ev.headers, ev.stream_ended is not None)

@@ -233,8 +233,9 @@ class StatRegistry:
         """The registry of a proxy.config.model.Bootstrap (pure: same config, same indexes)."""
         r = cls()
         for listener in bootstrap.listeners:
-            if listener.hcm.stat_prefix not in r.http_prefixes:
-                r._add_http(listener.hcm.stat_prefix)
+            for chain in listener.chains or [listener]:
+                if chain.hcm.stat_prefix not in r.http_prefixes:
+                    r._add_http(chain.hcm.stat_prefix)
         if getattr(bootstrap, "admin", None) is not None and ADMIN not in r.http_prefixes:
             r._add_http(ADMIN)
         for listener in bootstrap.listeners:
