@@ -20,7 +20,7 @@ class Hcm:
     __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
                  "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
                  "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard", "h2")
+                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard", "h2", "user_agent")
 
     def __init__(self, cfg, routes, tls: bool, tls_h2: bool = False):
         self.cfg = cfg
@@ -46,6 +46,8 @@ class Hcm:
         self.filters = None      # proxy.filters.FilterChain when http_filters has more than the router
         self.guard = None        # proxy.filters.connection_limit.ConnectionGuard when a limit applies
         # internal_address_config (None: no client is internal; x-envoy-* never steers routing)
+        # add_user_agent: the worker sets node.cluster here (None: nothing is added)
+        self.user_agent = None
         # HTTP/2 from clients (codec_type AUTO or HTTP2): proxy/http2/downstream.py
         self.h2 = None
         if cfg.codec_type != "HTTP1":

@@ -126,6 +126,9 @@ class Worker:
         hcm.stats = HcmStats(self.slot_stats, self.registry.http_indexes(cfg.stat_prefix), listener_stats)
         hcm.filters = FilterChain.for_hcm(cfg, self, self.filter_state)
         hcm.guard = ConnectionGuard.for_listener(lc, self, self.filter_state, listener_stats)
+        if cfg.add_user_agent and self.bootstrap.node_cluster:
+            # with no service cluster Envoy adds nothing either
+            hcm.user_agent = self.bootstrap.node_cluster.encode()
         self.hcms.append(hcm)
         limit = self.bootstrap.runtime.get(f"envoy.resource_limits.listener.{lc.name}.connection_limit")
         if limit is not None:

@@ -235,9 +235,9 @@ def test_refused_field_written_with_its_default_is_accepted():
 
 def test_refused_field_with_a_non_default_value_is_refused():
     doc = config()
-    hcm(doc)["add_user_agent"] = True
+    hcm(doc)["normalize_path"] = True
     e = refusal(doc)
-    assert e.path == HCM + ".add_user_agent" and "not supported by cyvoy" in e.reason
+    assert e.path == HCM + ".normalize_path" and "not supported by cyvoy" in e.reason
 
 
 def test_camel_case_json_names_are_accepted():
@@ -963,14 +963,10 @@ def test_tls_termination_example_loads_unchanged():
 
 
 @needs_examples
-@pytest.mark.parametrize("example, path, words", [
-    ("grpc-bridge/client/envoy-proxy.yaml", HCM + ".add_user_agent", "not supported yet"),
-])
-def test_other_examples_are_refused_as_not_supported_yet(example, path, words):
-    with pytest.raises(ConfigError) as info:
-        load_file(str(EXAMPLES / example))
-    assert info.value.path == path
-    assert info.value.reason.startswith("not supported by cyvoy") and words in info.value.reason
+def test_grpc_bridge_client_example_loads_unchanged():
+    b = load_file(str(EXAMPLES / "grpc-bridge/client/envoy-proxy.yaml"))
+    h = b.listeners[0].hcm
+    assert h.add_user_agent and [f.name for f in h.filters] == ["envoy.filters.http.grpc_http1_bridge"]
 
 
 @needs_examples

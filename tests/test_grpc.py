@@ -187,3 +187,63 @@ def test_grpc_bridge_server_example_proxies_grpc(grpc_up, proxy):
     with channel(p.port, **OPTS) as ch:
         assert unary(ch, b"bridge", timeout=5)[0] == b"bridge"
         assert server_stream(ch, 3, timeout=5) == [b"msg-0", b"msg-1", b"msg-2"]
+
+
+# ---- grpc_http1_bridge and Envoy's grpc-bridge example -----------------------------------------
+
+def _grpc_frame(payload: bytes) -> bytes:
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def _bridge_call(port: int, payload: bytes, headers: bytes = b"") -> bytes:
+    from tests.harness import raw_request
+    body = _grpc_frame(payload)
+    return raw_request(port, b"POST /cyvoy.test.Echo/Unary HTTP/1.1\r\nHost: grpc\r\ncontent-type: application/grpc\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n%s\r\n%s" % (len(body), headers, body))
+
+
+def _example(name: str, port: int) -> dict:
+    path = SHARED / "envoy-examples" / "grpc-bridge" / name / "envoy-proxy.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    doc = yaml.safe_load(path.read_text())
+    lst = doc["static_resources"]["listeners"][0]["address"]["socket_address"]
+    lst["address"], lst["port_value"] = "127.0.0.1", 0
+    ep = doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
+        "endpoint"]["address"]["socket_address"]
+    ep["address"], ep["port_value"] = "localhost", port     # the example's DNS names, on loopback
+    return doc
+
+
+def test_grpc_bridge_examples_carry_an_http11_client_to_a_grpc_server(grpc_up, proxy):
+    """Envoy's grpc-bridge: an HTTP/1.1 client -> client/envoy-proxy.yaml (grpc_http1_bridge,
+    HTTP/1.1 upstream) -> server/envoy-proxy.yaml (match.grpc, HTTP/2 upstream) -> gRPC server."""
+    server = proxy(_example("server", grpc_up.port), workers=1)
+    client = proxy(_example("client", server.port), workers=1)
+    out = _bridge_call(client.port, b"bridged")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"grpc-status: 0" in head.lower()
+    assert body == _grpc_frame(b"bridged")
+
+
+def test_grpc_http1_bridge_turns_a_grpc_error_into_503_with_its_status_in_headers(grpc_up, proxy):
+    server = proxy(_example("server", grpc_up.port), workers=1)
+    client = proxy(_example("client", server.port), workers=1)
+    out = _bridge_call(client.port, b"x", b"x-fail-code: 5\r\nx-fail-message: gone\r\n")
+    head = out.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503") and b"grpc-status: 5" in head and b"grpc-message: gone" in head
+
+
+def test_add_user_agent_adds_the_service_cluster(upstreams, proxy):
+    import json
+    from tests.harness import raw_request
+    up, = upstreams(1)
+    cfg = simple_config([up.port], hcm_fields={"add_user_agent": True})
+    cfg["node"] = {"id": "n1", "cluster": "frontend"}
+    p = proxy(cfg, workers=1)
+    out = raw_request(p.port, b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    headers = {k.lower(): v for k, v in json.loads(out.partition(b"\r\n\r\n")[2])["headers"]}
+    assert headers["x-envoy-downstream-service-cluster"] == "frontend" and headers["user-agent"] == "frontend"
+    out = raw_request(p.port, b"GET /echo HTTP/1.1\r\nHost: a\r\nUser-Agent: mine\r\nConnection: close\r\n\r\n")
+    headers = {k.lower(): v for k, v in json.loads(out.partition(b"\r\n\r\n")[2])["headers"]}
+    assert headers["user-agent"] == "mine"     # only set when the client sent none

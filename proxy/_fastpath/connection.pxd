@@ -42,6 +42,8 @@ cdef class Downstream:
     cdef public bint keep_alive
     cdef public bint draining
     cdef public bint stream         # an HTTP/2 stream's exchange (proxy/http2/downstream.py)
+    cdef public object bridge       # grpc_http1_bridge: the held response body (a list), or None
+    cdef object bridge_head         # (status, headers, extra, keep) of the held response
     # the request in flight
     cdef public bint in_req
     cdef public long long seq

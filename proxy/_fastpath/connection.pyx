@@ -178,6 +178,8 @@ cdef class Downstream:
         self.keep_alive = True
         self.draining = False
         self.stream = False
+        self.bridge = None
+        self.bridge_head = None
         self.in_req = False
         self.seq = 0
         self.up = None
@@ -378,6 +380,7 @@ cdef class Downstream:
         self.retry = None
         self.body_copy = None
         self.mirrors = None
+        self.bridge = None
         cdef HcmStats st = self.st
         st.s.inc(st.rq_total)
         st.s.gauge_add(st.rq_active, 1)
@@ -594,6 +597,8 @@ cdef class Downstream:
         if target.req is not None:
             headers, more = target.req.apply(headers, head.get)
             extra = more + extra
+        if hcm.user_agent is not None:
+            extra = self._user_agent(head, hcm.user_agent) + extra
         self.upstream_head = upstream_request_head(head, path, host_hdr, headers, hcm.use_remote_address,
                                                    self.peer, hcm.scheme, hcm.gen_request_id, extra)
         cdef bint is_head = self.is_head
@@ -922,6 +927,13 @@ cdef class Downstream:
             keep = False
             self.chunked_out = False
         self.keep_alive = keep
+        if self.bridge is not None:
+            # grpc_http1_bridge: held until the trailers decide the status (proxy/filters/)
+            self.chunked_out = False
+            self.bridge_head = (rh.status, headers, extra, keep)
+            if body:
+                self.bridge.append(body)
+            return
         cdef bytes out = build_response_head(rh.status, headers, extra, framing, keep)
         # one write (one syscall) for a small response whose body came with its head
         self.transport.write(out + body if body else out)
@@ -930,13 +942,24 @@ cdef class Downstream:
         self.last_io = self.w.now
         if self.logging:
             self.tx_body += len(data)
+        if self.bridge is not None:
+            self.bridge.append(data)
+            if len(self.bridge) % 64 == 0 and sum(map(len, self.bridge)) > self.target.cluster.buffer_limit:
+                # Envoy's buffering filters answer an over-limit response with a 500; the head
+                # is not out yet, but the upstream is mid-body: the exchange ends here
+                self.bridge = None
+                self.resp_started = False
+                self._fail(500, "grpc_http1_bridge: response over the buffer limit", "")
+            return
         if self.chunked_out:
             self.transport.write(encode_chunk(data))
         else:
             self.transport.write(data)
 
     cdef on_response_end(self, bytes trailers, Upstream up):
-        if self.chunked_out:
+        if self.bridge is not None:
+            self._bridge_end(trailers)
+        elif self.chunked_out:
             self.transport.write(last_chunk(trailers))
         if up.reusable and up.keep_alive and self.req_done and not up.closed and not self.ambiguous:
             _park(up)
@@ -1105,6 +1128,39 @@ cdef class Downstream:
                 plan.per_try_timeout = t
         self.retry = plan
         return timeout_line
+
+    def _user_agent(self, RequestHead head, bytes cluster):
+        """add_user_agent (Envoy's connection_manager_utility.cc): the service cluster (node.cluster)
+        as x-envoy-downstream-service-cluster, and as user-agent when the request has none."""
+        lines = b"x-envoy-downstream-service-cluster: " + cluster + b"\r\n"
+        if not head.get(b"user-agent"):
+            lines += b"user-agent: " + cluster + b"\r\n"
+        return lines
+
+    def _bridge_end(self, bytes trailers):
+        """grpc_http1_bridge: the held response, with grpc-status and grpc-message moved from
+        the trailers into the headers; a non-zero grpc-status makes it a 503."""
+        status, headers, extra, keep = self.bridge_head
+        body = b"".join(self.bridge)
+        self.bridge = None
+        self.bridge_head = None
+        grpc_status = None
+        for line in trailers.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"grpc-status" or name == b"grpc-message":
+                extra += name + b": " + value.strip() + b"\r\n"
+                if name == b"grpc-status":
+                    grpc_status = value.strip()
+        if grpc_status is None:
+            for line in headers.split(b"\r\n"):     # a trailers-only response
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"grpc-status":
+                    grpc_status = value.strip()
+        if grpc_status is not None and grpc_status != b"0":
+            status = 503
+            self.status = 503
+        self.transport.write(build_response_head(status, headers, extra, len(body), keep) + body)
 
     def _grpc_timeout(self, RequestHead head, entry, bytes timeout_line):
         """max_stream_duration.grpc_timeout_header_max: the client's grpc-timeout is the route

@@ -112,6 +112,8 @@ CATEGORIES: dict[str, Category] = {
                 "envoy.extensions.filters.http.fault.v3.HTTPFault", "HTTPFault"),
             "envoy.filters.http.local_ratelimit": Supported(
                 "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", "LocalRateLimit"),
+            "envoy.filters.http.grpc_http1_bridge": Supported(
+                "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config", "GrpcHttp1Bridge"),
         },
         refused=frozenset({
             "adaptive_concurrency", "admission_control", "alternate_protocols_cache",
@@ -119,7 +121,7 @@ CATEGORIES: dict[str, Category] = {
             "buffer", "cache", "cdn_loop", "composite", "compressor", "connect_grpc_bridge",
             "cors", "credential_injector", "csrf", "custom_response", "decompressor",
             "dynamic_forward_proxy", "ext_authz", "ext_proc", "file_system_buffer",
-            "gcp_authn", "geoip", "golang", "grpc_field_extraction", "grpc_http1_bridge",
+            "gcp_authn", "geoip", "golang", "grpc_field_extraction",
             "grpc_http1_reverse_bridge", "grpc_json_reverse_transcoder", "grpc_json_transcoder",
             "grpc_stats", "grpc_web", "gzip", "header_mutation", "header_to_metadata",
             "health_check", "ip_tagging", "json_to_metadata", "jwt_authn", "kill_request",
@@ -129,7 +131,8 @@ CATEGORIES: dict[str, Category] = {
             "upstream_codec", "wasm",
         }),
         refusal="is not supported yet; cyvoy runs envoy.filters.http.fault, "
-                "envoy.filters.http.local_ratelimit and envoy.filters.http.router",
+                "envoy.filters.http.local_ratelimit, envoy.filters.http.grpc_http1_bridge and "
+                "envoy.filters.http.router",
     ),
     "upstream_transport_socket": _transport_sockets("UpstreamTlsContext"),
     "resource_monitor": Category(

@@ -15,6 +15,7 @@ from proxy.config.model import FaultFilter, HttpFilter, LocalRateLimitFilter
 
 FAULT = "envoy.filters.http.fault"
 LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
+GRPC_HTTP1_BRIDGE = "envoy.filters.http.grpc_http1_bridge"
 DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 # local_rate_limit.proto: "fill_interval must be >= 50ms to avoid too aggressive refills"
 MIN_FILL_INTERVAL = 0.05
@@ -34,6 +35,8 @@ def build_http_filter(name: str, config: dict, path: str) -> HttpFilter:
     cpath = join(path, "typed_config")
     if name == FAULT:
         return HttpFilter(name, fault(config, cpath))
+    if name == GRPC_HTTP1_BRIDGE:
+        return HttpFilter(name, None)     # its options are all refused or default
     if config["stat_prefix"] == "":
         raise ConfigError(join(cpath, "stat_prefix"), "missing required field (the filter's "
                                                       "stats are named by it)")
@@ -53,6 +56,8 @@ def build_per_filter(raw: dict, path: str, filters: dict[str, Any]) -> dict[str,
         if extension not in filters:
             raise ConfigError(fpath, f"{extension} is not in this connection manager's "
                                      "http_filters, so this config would never apply")
+        if extension == GRPC_HTTP1_BRIDGE:
+            raise ConfigError(fpath, f"not supported by cyvoy ({extension} has no per-route config)")
         if extension == FAULT:
             out[extension] = fault(typed["config"], fpath)
         else:

@@ -176,6 +176,7 @@ def _hcm(h: dict, path: str, clusters: Collection[str]) -> HttpConnectionManager
         route_config=build_route_config(h["route_config"], join(path, "route_config"), clusters,
                                         {b.name: b.config for b in built}),
         codec_type=h["codec_type"],
+        add_user_agent=h["add_user_agent"],
         http2_protocol_options=h["http2_protocol_options"],
         http_filters=filters,
         max_request_headers_kb=h["max_request_headers_kb"],

@@ -227,6 +227,7 @@ class HttpConnectionManager:
     stat_prefix: str
     route_config: RouteConfiguration
     codec_type: str = "AUTO"                 # AUTO | HTTP1 | HTTP2 (HTTP3 is refused)
+    add_user_agent: bool = False             # user-agent and x-envoy-downstream-service-cluster
     http2_protocol_options: Optional[dict] = None   # validated Http2ProtocolOptions
     http_filters: list[str] = field(default_factory=lambda: ["envoy.filters.http.router"])
     max_request_headers_kb: int = 60

@@ -274,7 +274,7 @@ message("HttpConnectionManager",
     "route_config": f(Msg("RouteConfiguration"), oneof="route_specifier"),
     "scoped_routes": no("scoped routes are not supported", oneof="route_specifier"),
     "http_filters": f(List(Msg("HttpFilter"))),
-    "add_user_agent": no("add_user_agent is not supported yet", BOOL, False),
+    "add_user_agent": f(BOOL, False),
     "tracing": no(TRACING),
     "common_http_protocol_options": f(Msg("HttpProtocolOptions")),
     "http_protocol_options": no("HTTP/1 protocol options are not supported yet", STRUCT, {}),
@@ -463,6 +463,12 @@ message("DownstreamConnectionsConfig",
 
 # extensions/filters/http/fault/v3/fault.proto, extensions/filters/common/fault/v3/fault.proto
 FAULT_RUNTIME = "fault runtime keys are read under their default names only"
+# extensions/filters/http/grpc_http1_bridge/v3/config.proto
+message("GrpcHttp1Bridge", "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config", {
+    "upgrade_protobuf_to_grpc": no("protobuf-to-gRPC upgrades are not supported", BOOL, False),
+    "ignore_query_parameters": no("ignoring query parameters is not supported", BOOL, False),
+})
+
 message("HTTPFault", "envoy.extensions.filters.http.fault.v3.HTTPFault", {
     "delay": f(Msg("FaultDelay")),
     "abort": f(Msg("FaultAbort")),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from proxy._fastpath.tokenbucket import SharedCounters, SharedTokenBuckets
-from proxy.config.filters import FAULT, LOCAL_RATELIMIT, assign_shared
+from proxy.config.filters import FAULT, GRPC_HTTP1_BRIDGE, LOCAL_RATELIMIT, assign_shared
 
 _randrange = random.randrange
 
@@ -105,12 +105,15 @@ class FilterChain:
             return None
         from proxy.filters.fault import FaultInjection
         from proxy.filters.local_ratelimit import LocalRateLimit
+        from proxy.filters.grpc_http1_bridge import GrpcHttp1Bridge
         made = []
         for hf in hcm_cfg.filters:
             if hf.name == FAULT:
                 made.append(FaultInjection(hf.config, hcm_cfg.stat_prefix, worker, shared))
             elif hf.name == LOCAL_RATELIMIT:
                 made.append(LocalRateLimit(hf.config, worker, shared))
+            elif hf.name == GRPC_HTTP1_BRIDGE:
+                made.append(GrpcHttp1Bridge())
             else:   # the loader admits no other filter
                 raise AssertionError(hf.name)
         return cls(made)
