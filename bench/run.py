@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: cyvoy vs nginx vs HAProxy as HTTP/1.1 reverse proxies.
+"""Side-by-side benchmark: cyvoy vs nginx vs HAProxy as reverse proxies (HTTP/1.1, h2c, h2, TLS).
 
 One upstream nginx (one worker, two loopback ports; a fixed 13-byte body at /, 64 KiB at /64k,
 1 MiB at /1m). Each proxy balances round robin over both upstream ports. Scenarios (small GET at
 64 and 1,000 connections, 20 request headers, 4 KiB POST, 64 KiB and 1 MiB responses, a new
 connection per request) run for each variant: 1 and 2 workers/threads per proxy, without and with
-an access log. Within a scenario wrk drives each target in alternating rounds (A B C D A B C D ...)
-after a short warm-up each; per round we record wrk's figures (exact percentiles via
-bench/wrk_report.lua), the CPU time of the proxy's whole process tree from /proc and its peak RSS.
+an access log. Then, once, at 1 worker: the protocol scenarios h2c (h2load, cleartext HTTP/2 with
+prior knowledge), h2-tls (h2load, HTTP/2 over TLS by ALPN) and https1 (wrk, HTTP/1.1 over TLS),
+against proxies started from the peers/*-proto templates. Within a scenario wrk (or h2load) drives
+each target in alternating rounds (A B C D A B C D ...) after a short warm-up each; per round we
+record the load generator's figures (exact percentiles via bench/wrk_report.lua, or from h2load's
+per-request log), the CPU time of the proxy's whole process tree from /proc and its peak RSS.
 See bench/README.md. Stdlib only (matplotlib for the chart, if installed); run as `make bench`,
 `make bench-quick` or `python bench/run.py --help`.
 """
@@ -37,7 +40,9 @@ PEERS = os.path.join(BENCH, "peers")
 LUA = os.path.join(BENCH, "wrk_report.lua")
 RESULTS = os.path.join(BENCH, "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-INSTALL_CMD = "apt-get install -y nginx-light haproxy wrk"
+# Debian package of each tool run.py runs; h2load, curl and openssl only for the protocol scenarios.
+PACKAGES = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
+            "curl": "curl", "openssl": "openssl"}
 BODY = b"hello, world\n"
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
@@ -58,21 +63,21 @@ def which(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
-def ensure_tools() -> dict[str, str]:
-    names = ("nginx", "haproxy", "wrk")
+def ensure_tools(names=("nginx", "haproxy", "wrk")) -> dict[str, str]:
     missing = [n for n in names if which(n) is None]
     if missing:
+        install_cmd = "apt-get install -y " + " ".join(PACKAGES[n] for n in missing)
         if os.geteuid() != 0:
             log(f"bench: missing {', '.join(missing)}; install them with:")
-            print(INSTALL_CMD, flush=True)
+            print(install_cmd, flush=True)
             sys.exit(2)
-        log(f"bench: missing {', '.join(missing)}; running: {INSTALL_CMD}")
+        log(f"bench: missing {', '.join(missing)}; running: {install_cmd}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        if subprocess.call(INSTALL_CMD.split(), env=env) != 0:
+        if subprocess.call(install_cmd.split(), env=env) != 0:
             log("bench: install failed; running apt-get update and retrying")
             subprocess.call(["apt-get", "update"], env=env)
-            if subprocess.call(INSTALL_CMD.split(), env=env) != 0:
-                log(f"bench: could not install the tools; run: {INSTALL_CMD}")
+            if subprocess.call(install_cmd.split(), env=env) != 0:
+                log(f"bench: could not install the tools; run: {install_cmd}")
                 sys.exit(2)
         missing = [n for n in names if which(n) is None]
         if missing:
@@ -93,6 +98,9 @@ def tool_versions(tools: dict[str, str]) -> dict[str, str]:
         "haproxy": first_line([tools["haproxy"], "-v"]),
         "wrk": first_line([tools["wrk"], "--version"]),
     }
+    for name, flag in (("h2load", "--version"), ("openssl", "version")):
+        if name in tools:
+            out[name] = first_line([tools[name], flag])
     try:
         out["cyvoy_commit"] = subprocess.run(
             ["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
@@ -318,8 +326,38 @@ def wait_ready(m: Managed, port: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def check_scenario(port: int, sc: "Scenario") -> None:
-    """One request of the scenario through the target: 200 and a body of the expected size."""
+def target_url(t: "Target", sc: "Scenario") -> str:
+    """The URL the load generator uses for a scenario on a target: its HTTP/1.1 port, its h2c
+    port, or its TLS port (HTTP/2 or HTTP/1.1 chosen by ALPN)."""
+    if sc.proto == "http1":
+        return f"http://127.0.0.1:{t.port}{sc.path}"
+    if sc.proto == "h2c":
+        return f"http://127.0.0.1:{t.ports['h2c']}{sc.path}"
+    return f"https://127.0.0.1:{t.ports['tls']}{sc.path}"
+
+
+def tls_probe(port: int, alpn: list[str] | None) -> dict:
+    """One TLS handshake with OpenSSL's client defaults (as wrk and h2load use): what the target
+    negotiates (version, cipher, ALPN)."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return {"tls_version": s.version(), "cipher": s.cipher()[0],
+                    "alpn": s.selected_alpn_protocol()}
+
+
+def check_scenario(t: "Target", sc: "Scenario", tools: dict[str, str]) -> dict:
+    """One request of the scenario through the target: 200 and a body of the expected size; for
+    the protocol scenarios (with curl) also the HTTP version the target spoke. Returns what was
+    negotiated ({} for plain HTTP/1.1)."""
+    if sc.proto != "http1":
+        return check_proto(t, sc, tools)
+    port = t.port
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         if sc.name == "post4k":
@@ -334,6 +372,31 @@ def check_scenario(port: int, sc: "Scenario") -> None:
     if r.status != 200 or len(body) != sc.body_bytes:
         raise RuntimeError(f"{sc.name}: {sc.path} returned {r.status} with {len(body)} bytes, "
                            f"expected 200 with {sc.body_bytes}")
+    return {}
+
+
+def check_proto(t: "Target", sc: "Scenario", tools: dict[str, str]) -> dict:
+    url = target_url(t, sc)
+    flag, want = {"h2c": ("--http2-prior-knowledge", "2"), "h2": ("--http2", "2"),
+                  "https1": ("--http1.1", "1.1")}[sc.proto]
+    cmd = [tools["curl"], "-sS", "-k", flag, "--max-time", "5", "-o", os.devnull,
+           "-w", "%{http_code} %{http_version} %{size_download}", url]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"{sc.name}: curl {url} did not finish") from e
+    got = r.stdout.split()
+    if r.returncode != 0 or len(got) != 3:
+        raise RuntimeError(f"{sc.name}: curl {flag} {url} failed (rc={r.returncode}): {r.stderr.strip()[-300:]}")
+    status, version, size = got
+    if status != "200" or version != want or int(size) != sc.body_bytes:
+        raise RuntimeError(f"{sc.name}: curl {flag} {url} got {status} over HTTP/{version} with {size} "
+                           f"bytes, expected 200 over HTTP/{want} with {sc.body_bytes}")
+    info = {"http_version": version}
+    if sc.proto != "h2c":
+        # wrk offers no ALPN (HTTP/1.1); h2load offers h2 first
+        info.update(tls_probe(t.ports["tls"], ["h2", "http/1.1"] if sc.proto == "h2" else None))
+    return info
 
 
 def smoke(port: int) -> None:
@@ -373,10 +436,16 @@ wrk.headers["Connection"] = "close"
 
 
 class Scenario:
+    """proto: how the client speaks to the proxy. "http1": cleartext HTTP/1.1 (wrk); "h2c":
+    cleartext HTTP/2 with prior knowledge (h2load); "h2": HTTP/2 over TLS, ALPN h2 (h2load);
+    "https1": HTTP/1.1 over TLS (wrk). Every proxy speaks HTTP/1.1 to the upstream."""
+
     def __init__(self, name: str, title: str, connections: int, path: str, lua: str = "",
-                 body_bytes: int = len(BODY)):
+                 body_bytes: int = len(BODY), proto: str = "http1"):
         self.name, self.title, self.connections, self.path, self.lua = name, title, connections, path, lua
         self.body_bytes = body_bytes
+        self.proto = proto
+        self.tool = "h2load" if proto in ("h2c", "h2") else "wrk"
 
 
 SCENARIOS = {s.name: s for s in (
@@ -387,7 +456,13 @@ SCENARIOS = {s.name: s for s in (
     Scenario("resp64k", "64 KiB response", 64, "/64k", body_bytes=64 * 1024),
     Scenario("resp1m", "1 MiB response", 64, "/1m", body_bytes=1024 * 1024),
     Scenario("close", "small GET, new connection per request (Connection: close)", 64, "/", CLOSE_LUA),
+    # Protocol scenarios: run once, with 1 worker and no access log, against proxies started from
+    # the *-proto templates (an h2c port and a TLS port with ALPN h2,http/1.1 besides HTTP/1.1).
+    Scenario("h2c", "small GET over cleartext HTTP/2 (prior knowledge), 16 connections", 16, "/", proto="h2c"),
+    Scenario("h2-tls", "small GET over HTTP/2 on TLS (ALPN h2), 16 connections", 16, "/", proto="h2"),
+    Scenario("https1", "small GET over HTTP/1.1 on TLS, 64 connections", 64, "/", proto="https1"),
 )}
+PROTO_SCENARIOS = [s for s, sc in SCENARIOS.items() if sc.proto != "http1"]
 
 
 def variant_name(workers: int, access_log: bool) -> str:
@@ -427,6 +502,119 @@ def run_wrk(tools, url, duration, conns, script, args, rundir, tag) -> tuple[dic
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({tag}, rc={r.returncode}): {(r.stderr or r.stdout)[-500:]}")
     return json.loads(line[len("BENCH_RESULT "):]), wrk_cpu, r.stdout
+
+
+# --------------------------------------------------------------------------- h2load
+
+_H2_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def _h2_time_us(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _H2_UNITS[m.group(2)]
+
+
+def percentile(sorted_vals: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (as wrk's histogram reports them)."""
+    if not sorted_vals:
+        return 0.0
+    k = max(1, min(len(sorted_vals), int(-(-p * len(sorted_vals) // 100))))
+    return sorted_vals[k - 1]
+
+
+def parse_h2load(out: str, log_path: str) -> tuple[dict, dict]:
+    """h2load's summary and its --log-file (one line per request: start µs since the epoch,
+    status, µs until the end of the response) as wrk_report.lua's BENCH_RESULT fields, plus what
+    h2load says it negotiated."""
+    def grab(pattern: str) -> re.Match:
+        m = re.search(pattern, out, re.M)
+        if m is None:
+            raise RuntimeError(f"h2load output has no line matching {pattern!r}")
+        return m
+    fin = grab(r"^finished in ([\d.]+(?:us|ms|s)), ([\d.]+) req/s")
+    req = grab(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+               r"(\d+) errored, (\d+) timeout")
+    codes = grab(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+    traffic = grab(r"^traffic: .*?\((\d+)\) total")
+    tfr = grab(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
+    lat = []
+    with open(log_path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                lat.append(float(parts[2]))
+    lat.sort()
+    total, started, done, ok, failed, errored, timeout = (int(x) for x in req.groups())
+    w = {"requests": done, "duration_us": int(_h2_time_us(fin.group(1))), "bytes": int(traffic.group(1)),
+         # h2load's "errored" are requests that got no response (reset stream or lost connection)
+         "connect": 0, "read": max(errored - timeout, 0), "write": 0, "timeout": timeout,
+         "status": int(codes.group(3)) + int(codes.group(4)),
+         "lat_min": lat[0] if lat else 0, "lat_mean": sum(lat) / len(lat) if lat else 0.0,
+         "lat_max": lat[-1] if lat else 0,
+         "p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
+         "p999": percentile(lat, 99.9)}
+    info = {"h2load_requests": {"total": total, "started": started, "done": done, "succeeded": ok,
+                                "failed": failed, "errored": errored, "timeout": timeout},
+            "h2load_time_for_request_us": dict(zip(("min", "max", "mean", "sd"),
+                                                   (_h2_time_us(x) for x in tfr.groups()))),
+            "h2load_rps": float(fin.group(2)), "log_lines": len(lat)}
+    for key, pattern in (("application_protocol", r"^Application protocol: (\S+)"),
+                         ("tls_version", r"^TLS Protocol: (\S+)"), ("cipher", r"^Cipher: (\S+)")):
+        m = re.search(pattern, out, re.M)
+        if m:
+            info[key] = m.group(1)
+    return w, info
+
+
+def run_h2load(tools, url, duration, conns, streams, args, rundir, tag, want_proto) -> tuple[dict, float, dict]:
+    """h2load -c<conns> -m<streams> for <duration> s; per-request latencies from --log-file."""
+    log_path = os.path.join(rundir, f"h2load-{tag.replace('/', '_')}.tsv")
+    cmd = [tools["h2load"], "-t1", f"-c{conns}", f"-m{streams}", "-D", str(duration),
+           f"--log-file={log_path}", url]
+    if args.taskset:
+        cmd = ["taskset", "-c", "1"] + cmd
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 20)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"h2load did not finish within {duration + 20}s ({tag})") from e
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tool_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    with open(os.path.join(rundir, f"h2load-{tag.replace('/', '_')}.out"), "w") as f:
+        f.write(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise RuntimeError(f"h2load failed ({tag}, rc={r.returncode}): {(r.stderr or r.stdout)[-500:]}")
+    try:
+        w, info = parse_h2load(r.stdout, log_path)
+    finally:
+        if not args.keep:
+            try:
+                os.unlink(log_path)  # ~30 bytes a request
+            except OSError:
+                pass
+    if info.get("application_protocol") != want_proto:
+        raise RuntimeError(f"h2load spoke {info.get('application_protocol')!r}, not {want_proto!r} ({tag})")
+    if w["requests"] == 0:
+        raise RuntimeError(f"h2load completed no request ({tag}): {r.stdout[-500:]}")
+    return w, tool_cpu, info
+
+
+def run_load(tools, sc: "Scenario", url, duration, conns, script, args, rundir, tag) -> tuple[dict, float, dict]:
+    """The scenario's load generator: (BENCH_RESULT-style figures, its CPU seconds, extra info)."""
+    if sc.tool == "h2load":
+        return run_h2load(tools, url, duration, conns, args.h2_streams, args, rundir, tag,
+                          "h2c" if sc.proto == "h2c" else "h2")
+    w, cpu, _ = run_wrk(tools, url, duration, conns, script, args, rundir, tag)
+    return w, cpu, {}
+
+
+def load_desc(sc: "Scenario", conns: int, args) -> str:
+    if sc.tool == "h2load":
+        scheme = "http (h2c)" if sc.proto == "h2c" else "https (h2)"
+        return f"h2load -t1 -c{conns} -m{args.h2_streams} {scheme} {sc.path}"
+    return f"wrk -t{args.threads} -c{conns} {'https ' if sc.proto == 'https1' else ''}{sc.path}"
 
 
 # --------------------------------------------------------------------------- peak RSS
@@ -472,6 +660,7 @@ class RssSampler(threading.Thread):
 class Target:
     def __init__(self, key: str, label: str, port: int, proc: Managed):
         self.key, self.label, self.port, self.proc = key, label, port, proc
+        self.ports = {"http1": port}  # protocol scenarios add "h2c" and "tls"
         self.rounds: list[dict] = []
 
 
@@ -502,8 +691,7 @@ def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, sc:
     sys0, snap0 = system_cpu(), proc_snapshot()
     rss.start()
     try:
-        w, wrk_cpu, _ = run_wrk(tools, f"http://127.0.0.1:{t.port}{sc.path}", duration, conns, script,
-                                args, rundir, tag)
+        w, wrk_cpu, info = run_load(tools, sc, target_url(t, sc), duration, conns, script, args, rundir, tag)
     finally:
         peak_rss = rss.finish()
     sys1, snap1 = system_cpu(), proc_snapshot()
@@ -555,6 +743,8 @@ def one_round(tools, args, t: Target, upstream: Managed, upstream_port: int, sc:
         # Busy CPU not in any process's times: ~0 on kernels that charge irq/softirq (loopback
         # networking) to the running task, ~irq+softirq on CONFIG_IRQ_TIME_ACCOUNTING kernels.
         "unattributed_cpu_s": busy - tracked - other,
+        # h2load: its own counters and latency summary, the protocol and TLS it negotiated
+        **({"load_info": info} if info else {}),
     }
 
 
@@ -624,8 +814,8 @@ def case_report(case: dict, labels: dict, skipped: dict, args) -> str:
     summ, rounds = case["summary"], case["rounds"]
     out = [""]
     out.append(f"=== {case['name']}: {sc.title}; {case['workers']} worker(s)/thread(s) per proxy; "
-               f"access log {'on' if case['access_log'] else 'off'}; wrk -t{args.threads} "
-               f"-c{case['connections']} {sc.path}, {args.rounds} rounds x {args.duration}s")
+               f"access log {'on' if case['access_log'] else 'off'}; {load_desc(sc, case['connections'], args)}, "
+               f"{args.rounds} rounds x {args.duration}s")
     hdr = (f"{'target':<20} {'rps':>8} {'spread':>6} {'MB/s':>8} {'p50':>8} {'p90':>8} {'p99':>8} "
            f"{'max':>9} {'cpu_us/req':>10} {'spread':>6} {'peakRSS':>8} {'non2xx/sock':>12}")
     out.append(hdr)
@@ -642,6 +832,17 @@ def case_report(case: dict, labels: dict, skipped: dict, args) -> str:
         out.append(f"{key:<20} skipped: {why.splitlines()[0]}")
     if case.get("upstream_from"):
         out.append(f"* upstream measured directly in {case['upstream_from']} (it does not depend on the proxies' settings)")
+    if case.get("negotiated"):
+        out.append("negotiated (curl, then one OpenSSL-default handshake): " + "; ".join(
+            f"{k}: HTTP/{v.get('http_version')}" + (f" {v['tls_version']} {v['cipher']} ALPN {v['alpn']}"
+                                                     if "tls_version" in v else "")
+            for k, v in case["negotiated"].items()))
+    if sc.tool == "h2load":
+        seen = {k: {(x["load_info"].get("application_protocol"), x["load_info"].get("tls_version"),
+                     x["load_info"].get("cipher")) for x in v if "load_info" in x} for k, v in rounds.items()}
+        out.append("h2load: " + "; ".join(f"{k}: " + ", ".join(" ".join(p for p in t if p) for t in sorted(v))
+                                          for k, v in seen.items())
+                   + "; latency from h2load's --log-file (no coordinated-omission correction, unlike wrk)")
     out.append("per round (rps | p99 | cpu_us/req): " + "; ".join(
         f"{k}: " + ", ".join(f"{x['rps']:.0f}|{fmt_ms(x['p99_us'])}|{x['cpu_us_per_req']:.1f}" for x in v)
         for k, v in rounds.items()))
@@ -735,7 +936,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="only get64 with 1 worker and no access log, 2 rounds of 5 s (~1 min)")
-    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(SCENARIOS)} (default: all; --quick: get64)")
+    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(SCENARIOS)} (default: all; "
+                                        f"--quick: get64). {','.join(PROTO_SCENARIOS)} always run with 1 "
+                                        "worker and no access log, whatever --workers and --access-log say")
     ap.add_argument("--workers", help="comma-separated worker/thread counts per proxy (default 1,2; --quick: 1)")
     ap.add_argument("--access-log", default=None, choices=("off", "on", "both"),
                     help="run without access logs (off), with (on), or both (default both; --quick: off)")
@@ -743,8 +946,10 @@ def parse_args(argv):
     ap.add_argument("--duration", type=int, help="seconds per wrk round (default 3; --quick: 5)")
     ap.add_argument("--warmup", type=int, help="warm-up seconds per target and scenario (default 1; --quick: 2)")
     ap.add_argument("--connections", type=int, default=None,
-                    help="wrk -c for every scenario (default: 64, get1k: 1000)")
+                    help="wrk/h2load -c for every scenario (default: 64, get1k: 1000, h2c and h2-tls: 16)")
     ap.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    ap.add_argument("--h2-streams", type=int, default=10,
+                    help="h2load -m: concurrent streams per connection in h2c and h2-tls (default 10)")
     ap.add_argument("--taskset", action="store_true", help="pin each proxy to CPU 0, wrk and the upstream to CPU 1 (upstream to 0 when it is the target)")
     ap.add_argument("--only", help="comma-separated subset of: upstream,nginx,haproxy,cyvoy,cyvoy-hc "
                                    "(cyvoy-hc: full run, get64/w1 only)")
@@ -776,6 +981,8 @@ def parse_args(argv):
     a.log_list = {"off": [False], "on": [True], "both": [False, True]}[al]
     if a.rounds < 1 or a.duration < 1 or a.warmup < 0:
         ap.error("--rounds and --duration must be >= 1, --warmup >= 0")
+    if a.h2_streams < 1:
+        ap.error("--h2-streams must be >= 1")
     return a
 
 
@@ -820,9 +1027,77 @@ def file_lines(path: str) -> tuple[int, int]:
         return 0, 0
 
 
+def _have_cryptography() -> bool:
+    try:
+        import cryptography  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def make_cert(rundir: str, tools: dict[str, str]) -> dict[str, str]:
+    """A self-signed EC P-256 certificate for CN=localhost / IP 127.0.0.1 in the run dir, with the
+    openssl CLI, else the cryptography package. Returns the template values: TLS_CERT, TLS_KEY and
+    TLS_PEM (certificate and key in one file, for HAProxy's `crt`)."""
+    cert, key, pem = (os.path.join(rundir, n) for n in ("tls-cert.pem", "tls-key.pem", "tls-haproxy.pem"))
+    if tools.get("openssl"):
+        r = subprocess.run([tools["openssl"], "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                            "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl could not make the bench certificate: {r.stderr.strip()[-300:]}")
+    else:
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        k = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = _dt.datetime.now(_dt.timezone.utc)
+        c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(now + _dt.timedelta(days=2))
+             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                            critical=False)
+             .sign(k, hashes.SHA256()))
+        with open(cert, "wb") as f:
+            f.write(c.public_bytes(serialization.Encoding.PEM))
+        with open(key, "wb") as f:
+            f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    with open(pem, "wb") as out:
+        for part in (cert, key):
+            with open(part, "rb") as f:
+                out.write(f.read())
+    for path in (key, pem):
+        os.chmod(path, 0o600)  # read by each proxy's first process, as the user running the bench
+    return {"TLS_CERT": cert, "TLS_KEY": key, "TLS_PEM": pem}
+
+
+def nginx_h2_listen(version_line: str, port: int, tls: bool) -> str:
+    """nginx's HTTP/2 listen: `http2 on;` from 1.25.1, the `http2` listen parameter before it."""
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version_line)
+    listen = f"listen 127.0.0.1:{port}{' ssl' if tls else ''}"
+    if m and tuple(int(x) for x in m.groups()) >= (1, 25, 1):
+        return f"{listen} backlog=4096;\n        http2 on;"
+    return f"{listen} http2 backlog=4096;"
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    tools = ensure_tools()
+    needs = ["nginx", "haproxy", "wrk"]
+    if any(SCENARIOS[s].tool == "h2load" for s in args.scenario_list):
+        needs.append("h2load")
+    if any(s in PROTO_SCENARIOS for s in args.scenario_list):
+        needs.append("curl")
+        if which("openssl") is None and not _have_cryptography():
+            needs.append("openssl")
+    tools = ensure_tools(needs)
+    if which("openssl"):
+        tools["openssl"] = which("openssl")  # type: ignore[assignment]
     cpus = os.cpu_count() or 1
     if args.taskset and cpus < 2:
         log("bench: --taskset needs at least 2 CPUs")
@@ -839,7 +1114,8 @@ def main(argv=None) -> int:
         sel = [x.strip() for x in args.only.split(",") if x.strip()]
         bad = [x for x in sel if x not in all_keys]
         if bad:
-            log(f"bench: unknown target(s) {bad}; choose from {list(all_keys)}")
+            log(f"bench: unknown target(s) {bad}; choose from {list(all_keys)}"
+                + (" (scenarios are chosen with --scenarios)" if any(b in SCENARIOS for b in bad) else ""))
             return 2
         wanted = [x for x in all_keys if x in sel]
     py = args.python or (os.path.join(REPO, ".venv", "bin", "python")
@@ -885,6 +1161,9 @@ def main(argv=None) -> int:
                 f.write((b"0123456789abcdef" * (size // 16 + 1))[:size])
             os.chmod(os.path.join(rundir, name), 0o644)
         scripts = {s: write_lua(rundir, SCENARIOS[s]) for s in args.scenario_list}
+        if any(s in PROTO_SCENARIOS for s in args.scenario_list):
+            vals.update(make_cert(rundir, tools))
+            meta["tls_certificate"] = "self-signed, EC P-256, CN=localhost (made for this run)"
 
         # Upstream: unpinned by default; with --taskset, place_upstream() moves it per round.
         conf = render("upstream-nginx.conf", os.path.join(rundir, "upstream-nginx.conf"), vals)
@@ -896,6 +1175,8 @@ def main(argv=None) -> int:
         commands["upstream"] = {"cmd": up.proc.cmd}
 
         def keys_for(workers, lg, scn):
+            if scn in PROTO_SCENARIOS:  # no direct upstream row (it speaks neither TLS nor h2), no -hc
+                return [k for k in ("nginx", "haproxy", "cyvoy") if k in wanted]
             ks = [k for k in ("nginx", "haproxy", "cyvoy") if k in wanted]
             if lg and not ha_log and "haproxy" in ks:
                 ks.remove("haproxy")
@@ -906,53 +1187,79 @@ def main(argv=None) -> int:
         def conns_of(scn):
             return args.connections or SCENARIOS[scn].connections
 
+        # Phases: each variant runs the HTTP/1.1 scenarios with proxies from the plain templates;
+        # then, once, the protocol scenarios with 1 worker, no access log, from the *-proto templates.
+        phases = [(w, lg, [s for s in args.scenario_list if s not in PROTO_SCENARIOS], False)
+                  for w, lg in variants]
+        proto_list = [s for s in args.scenario_list if s in PROTO_SCENARIOS]
+        if proto_list:
+            phases.append((1, False, proto_list, True))
+        phases = [p for p in phases if p[2]]
+
         n_runs, upstream_done = 0, set()
-        for workers, lg in variants:
-            for scn in args.scenario_list:
+        for workers, lg, scns, proto in phases:
+            for scn in scns:
                 n_runs += len(keys_for(workers, lg, scn))
-                if "upstream" in wanted and scn not in upstream_done:
+                if "upstream" in wanted and not proto and scn not in upstream_done:
                     n_runs += 1
                     upstream_done.add(scn)
         per_run = args.warmup + 0.3 + args.rounds * (args.duration + 0.6)
-        est = n_runs * per_run + len(variants) * 6
-        log(f"bench: {len(args.scenario_list)} scenario(s) x {len(variants)} variant(s) "
-            f"({', '.join(variant_name(w, lg) for w, lg in variants)}), {n_runs} target runs of "
-            f"{args.warmup}s warm-up + {args.rounds} x {args.duration}s; estimated {est / 60:.1f} min; "
-            f"temp dir {rundir}")
+        est = n_runs * per_run + len(phases) * 6
+        log(f"bench: {len(args.scenario_list)} scenario(s) in {len(phases)} phase(s) "
+            f"({', '.join(variant_name(w, lg) + (' protocols' if proto else '') for w, lg, _, proto in phases)}), "
+            f"{n_runs} target runs of {args.warmup}s warm-up + {args.rounds} x {args.duration}s; "
+            f"estimated {est / 60:.1f} min; temp dir {rundir}")
         for n in notes:
             log(f"bench: {n}")
 
         upstream_case: dict[str, str] = {}
-        for workers, lg in variants:
+        for workers, lg, scns, proto in phases:
             vname = variant_name(workers, lg)
-            suffix = vname.replace("+", "-")
+            suffix = vname.replace("+", "-") + ("-proto" if proto else "")
             proxies: dict[str, Target] = {}
             skipped: dict[str, str] = {}
             specs = []
             need = set()
-            for scn in args.scenario_list:
+            for scn in scns:
                 need |= set(keys_for(workers, lg, scn))
             ports = dict(zip(("nginx", "haproxy", "cyvoy", "cyvoy-hc"), free_ports(4)))
+            # protocol phase: each proxy's h2c and TLS ports (cyvoy's h2c is its AUTO listener)
+            extra = {}
+            if proto:
+                more = free_ports(5)
+                extra = {"nginx": {"h2c": more[0], "tls": more[1]}, "haproxy": {"h2c": more[2], "tls": more[3]},
+                         "cyvoy": {"h2c": ports["cyvoy"], "tls": more[4]}}
             logs = {}
             if "nginx" in need:
                 logs["nginx"] = os.path.join(rundir, f"nginx-access-{suffix}.log")
-                al = (f"access_log {logs['nginx']} combined buffer=64k flush=1s;" if lg else "access_log off;")
-                conf = render("nginx-proxy.conf", os.path.join(rundir, f"nginx-proxy-{suffix}.conf"),
-                              dict(vals, PROXY_PORT=ports["nginx"], WORKERS=workers, ACCESS_LOG=al))
+                if proto:
+                    conf = render("nginx-proxy-proto.conf", os.path.join(rundir, f"nginx-proxy-{suffix}.conf"),
+                                  dict(vals, PROXY_PORT=ports["nginx"], WORKERS=workers,
+                                       H2C_LISTEN=nginx_h2_listen(versions.get("nginx", ""), extra["nginx"]["h2c"], False),
+                                       TLS_LISTEN=nginx_h2_listen(versions.get("nginx", ""), extra["nginx"]["tls"], True)))
+                else:
+                    al = (f"access_log {logs['nginx']} combined buffer=64k flush=1s;" if lg else "access_log off;")
+                    conf = render("nginx-proxy.conf", os.path.join(rundir, f"nginx-proxy-{suffix}.conf"),
+                                  dict(vals, PROXY_PORT=ports["nginx"], WORKERS=workers, ACCESS_LOG=al))
                 specs.append(("nginx", pin + [tools["nginx"], "-p", rundir, "-e",
                                               os.path.join(rundir, f"nginx-proxy-{suffix}.error.log"), "-c", conf],
                               None))
             if "haproxy" in need:
                 logs["haproxy"] = os.path.join(rundir, f"haproxy-{suffix}.log")  # its stdout (Managed)
-                conf = render("haproxy.cfg", os.path.join(rundir, f"haproxy-{suffix}.cfg"),
-                              dict(vals, PROXY_PORT=ports["haproxy"], WORKERS=workers,
-                                   LOG_GLOBAL="    log stdout format raw local0\n" if lg else "",
-                                   LOG_DEFAULTS="    log global\n    option httplog\n" if lg else ""))
+                if proto:
+                    conf = render("haproxy-proto.cfg", os.path.join(rundir, f"haproxy-{suffix}.cfg"),
+                                  dict(vals, PROXY_PORT=ports["haproxy"], WORKERS=workers,
+                                       H2C_PORT=extra["haproxy"]["h2c"], TLS_PORT=extra["haproxy"]["tls"]))
+                else:
+                    conf = render("haproxy.cfg", os.path.join(rundir, f"haproxy-{suffix}.cfg"),
+                                  dict(vals, PROXY_PORT=ports["haproxy"], WORKERS=workers,
+                                       LOG_GLOBAL="    log stdout format raw local0\n" if lg else "",
+                                       LOG_DEFAULTS="    log global\n    option httplog\n" if lg else ""))
                 specs.append(("haproxy", pin + [tools["haproxy"], "-db", "-f", conf], None))
-            for key, tmpl in (("cyvoy", "cyvoy.yaml"), ("cyvoy-hc", "cyvoy-hc.yaml")):
+            for key, tmpl in (("cyvoy", "cyvoy-proto.yaml" if proto else "cyvoy.yaml"), ("cyvoy-hc", "cyvoy-hc.yaml")):
                 if key in need:
                     conf = render(tmpl, os.path.join(rundir, f"{key}-{suffix}.yaml"),
-                                  dict(vals, PROXY_PORT=ports[key]))
+                                  dict(vals, PROXY_PORT=ports[key], **({"TLS_PORT": extra["cyvoy"]["tls"]} if proto else {})))
                     if lg:
                         logs[key] = os.path.join(rundir, f"{key}-access-{suffix}.log")
                         add_cyvoy_access_log(conf, logs[key])
@@ -962,6 +1269,14 @@ def main(argv=None) -> int:
                 try:
                     t = start_target(key, labels[key], cmd, ports[key], rundir,
                                      20 if key.startswith("cyvoy") else 10, cwd=cwd, name=f"{key}-{suffix}")
+                    if key in extra:
+                        t.ports.update(extra[key])
+                        try:
+                            for p in extra[key].values():
+                                wait_ready(t.proc, p, 10)
+                        except StartError:
+                            t.proc.stop()
+                            raise
                 except StartError as e:
                     if not key.startswith("cyvoy"):
                         raise RuntimeError(f"{key} ({vname}) failed to start: {e}") from e
@@ -970,18 +1285,19 @@ def main(argv=None) -> int:
                     continue
                 started.append(t.proc)
                 proxies[key] = t
-                commands[f"{key}/{vname}"] = {"cmd": t.proc.cmd}
+                commands[f"{key}/{vname}" + ("/proto" if proto else "")] = {"cmd": t.proc.cmd}
 
-            for scn in args.scenario_list:
+            for scn in scns:
                 sc = SCENARIOS[scn]
                 name = case_name(scn, workers, lg)
                 tl: list[Target] = []
-                if "upstream" in wanted and scn not in upstream_case:
+                if "upstream" in wanted and not proto and scn not in upstream_case:
                     tl.append(up)
                 tl += [proxies[k] for k in keys_for(workers, lg, scn) if k in proxies]
                 rounds: dict[str, list] = {t.key: [] for t in tl}
                 case_skipped = {k: v for k, v in skipped.items() if k in keys_for(workers, lg, scn)}
                 conns = conns_of(scn)
+                negotiated: dict[str, dict] = {}
 
                 def drop_cyvoy(t: Target, tag: str, e: Exception) -> None:
                     # cyvoy is under development: losing it must not lose nginx's and HAProxy's figures.
@@ -993,7 +1309,9 @@ def main(argv=None) -> int:
 
                 for t in list(tl):
                     try:
-                        check_scenario(t.port, sc)
+                        info = check_scenario(t, sc, tools)
+                        if info:
+                            negotiated[t.key] = info
                     except RuntimeError as e:
                         if not t.key.startswith("cyvoy"):
                             raise RuntimeError(f"{t.label} ({vname}): {e}") from e
@@ -1002,8 +1320,8 @@ def main(argv=None) -> int:
                     for t in list(tl):
                         place_upstream(args, t, up.proc)
                         try:
-                            run_wrk(tools, f"http://127.0.0.1:{t.port}{sc.path}", args.warmup, conns,
-                                    scripts[scn], args, rundir, f"{name}-{t.key}-warmup")
+                            run_load(tools, sc, target_url(t, sc), args.warmup, conns, scripts[scn], args,
+                                     rundir, f"{name}-{t.key}-warmup")
                             if not t.proc.alive():
                                 raise RuntimeError(f"{t.label} exited during warm-up")
                         except RuntimeError as e:
@@ -1032,6 +1350,9 @@ def main(argv=None) -> int:
                 case = {"name": name, "scenario": scn, "variant": vname, "workers": workers, "access_log": lg,
                         "connections": conns, "path": sc.path, "title": sc.title,
                         "summary": summ, "rounds": rounds, "skipped": case_skipped}
+                if proto:
+                    case["negotiated"] = negotiated
+                    case["load"] = load_desc(sc, conns, args)
                 if "upstream" in summ:
                     upstream_case[scn] = name
                 elif scn in upstream_case:
@@ -1055,7 +1376,7 @@ def main(argv=None) -> int:
                 print("access logs written in " + vname + ": " + ", ".join(
                     f"{k.split('/')[0]} {v['lines']} lines, {v['bytes'] / 2**20:.1f} MiB"
                     for k, v in access_logs.items() if k.endswith("/" + vname)), flush=True)
-            skipped_all.update({f"{k}/{vname}": v for k, v in skipped.items()})
+            skipped_all.update({f"{k}/{vname}" + ("/proto" if proto else ""): v for k, v in skipped.items()})
         if not any(c["summary"] for c in cases):
             raise RuntimeError("every target failed")
 
@@ -1090,7 +1411,10 @@ def main(argv=None) -> int:
                 "meta": meta,
                 "args": vars(args),
                 "scenarios": {s: {"title": SCENARIOS[s].title, "path": SCENARIOS[s].path,
-                                  "connections": conns_of(s), "lua": SCENARIOS[s].lua}
+                                  "connections": conns_of(s), "lua": SCENARIOS[s].lua,
+                                  "proto": SCENARIOS[s].proto, "tool": SCENARIOS[s].tool,
+                                  **({"streams_per_connection": args.h2_streams}
+                                     if SCENARIOS[s].tool == "h2load" else {})}
                               for s in args.scenario_list},
                 "notes": notes,
                 "commands": commands,
