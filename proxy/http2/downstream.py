@@ -111,6 +111,7 @@ class H2Downstream(asyncio.Protocol):
         self.empty_frames = 0
         self.priority_frames = 0
         self.control_queued = 0
+        self.flush_scheduled = False
         # inbound headers are validated by _request_head, so that a malformed request resets
         # its stream only (h2's own validation would end the connection)
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
@@ -302,11 +303,24 @@ class H2Downstream(asyncio.Protocol):
     def _close(self, abort: bool = False) -> None:
         if self.closed:
             return
+        if not abort:
+            self._flush()
         self.closed = True
         if abort:
             self.transport.abort()
         else:
             self.transport.close()
+
+    def _flush_soon(self) -> None:
+        """One write per event-loop turn for what the streams queued (a response's HEADERS and
+        DATA frames, and other streams' too, go out in one syscall)."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.w.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self.flush_scheduled = False
+        self._flush()
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()
@@ -494,7 +508,7 @@ class _Stream:
                 except h2.exceptions.StreamClosedError:
                     pass
                 self.owed = 0
-                self.h._flush()
+                self.h._flush_soon()
 
     def close(self) -> None:
         if not self.fin and self.state == _LENGTH and self.left < 0:
@@ -512,7 +526,7 @@ class _Stream:
                 self.h.h2.reset_stream(self.sid, ErrorCodes.INTERNAL_ERROR)
             except h2.exceptions.ProtocolError:
                 pass
-            self.h._flush()
+            self.h._flush_soon()
         self.h.streams.pop(self.sid, None)
         self._release()
         self.h._stream_gone()
@@ -537,8 +551,8 @@ class _Stream:
             if left < 0:
                 self._data(data)
             elif len(data) >= left:
-                self._data(data[:left] if len(data) > left else data)
-                self._finish(None)
+                self.out += data[:left] if len(data) > left else data
+                self._finish(None)      # the last DATA frame carries END_STREAM
             else:
                 self.left = left - len(data)
                 self._data(data)
@@ -548,10 +562,12 @@ class _Stream:
             except HttpError:
                 self.abort()
                 return
-            if payload:
-                self._data(payload)
             if self.dec.done:
+                if payload:
+                    self.out += payload
                 self._finish(_trailer_list(self.dec.trailers))
+            elif payload:
+                self._data(payload)
 
     def _head(self, data: bytes) -> bytes:
         """Reads the response head the Downstream wrote (our own, well-formed serialization);
@@ -588,11 +604,11 @@ class _Stream:
             h.h2.send_headers(self.sid, headers, end_stream=True)
             self.sent_end = self.fin = True
             self.state = _DONE
-            h._flush()
+            h._flush_soon()
             self._done()
             return b""
         h.h2.send_headers(self.sid, headers)
-        h._flush()
+        h._flush_soon()
         if chunked:
             self.state = _CHUNKED
             self.dec = ChunkedDecoder()
@@ -623,11 +639,21 @@ class _Stream:
             window = conn.local_flow_control_window(self.sid)
             frame = conn.max_outbound_frame_size
             sent = 0
-            while sent < len(out) and window > 0:
-                n = min(window, frame, len(out) - sent)
-                conn.send_data(self.sid, bytes(out[sent:sent + n]))
+            total = len(out)
+            last_end = self.out_end is True
+            while sent < total and window > 0:
+                n = min(window, frame, total - sent)
                 sent += n
                 window -= n
+                if sent == total and last_end:
+                    # the response's last bytes: END_STREAM on this frame, not a frame of its own
+                    conn.send_data(self.sid, bytes(out[sent - n:sent]), end_stream=True)
+                    self.out = bytearray()
+                    self.sent_end = True
+                    h._flush_soon()
+                    self._done()
+                    return
+                conn.send_data(self.sid, bytes(out[sent - n:sent]))
             if sent:
                 del out[:sent]
             if len(out) > _STREAM_HIGH:
@@ -640,10 +666,10 @@ class _Stream:
             else:
                 conn.send_headers(self.sid, self.out_end, end_stream=True)
             self.sent_end = True
-            h._flush()
+            h._flush_soon()
             self._done()
             return
-        h._flush()
+        h._flush_soon()
 
     def _done(self) -> None:
         """The response went out whole: the stream is over for us."""
@@ -655,7 +681,7 @@ class _Stream:
                 h.h2.reset_stream(self.sid, ErrorCodes.NO_ERROR)
             except h2.exceptions.ProtocolError:
                 pass
-            h._flush()
+            h._flush_soon()
         h._stream_gone()
 
     def pause_upstream(self, bit: int) -> None:
