@@ -21,17 +21,14 @@ import asyncio
 import logging
 import re
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
-
+from proxy._fastpath import h2codec as codec
+from proxy._fastpath.h2codec import (
+    CANCEL, EV_DATA, EV_END, EV_GOAWAY, EV_PING, EV_PRIORITY, EV_REQUEST, EV_RESET, EV_SETTINGS,
+    EV_STREAM_ERROR, EV_TRAILERS, EV_WINDOW, ENHANCE_YOUR_CALM, INTERNAL_ERROR, NO_ERROR,
+    PROTOCOL_ERROR, REFUSED_STREAM, StreamClosedError)
 from proxy._fastpath.connection import Downstream
 from proxy._fastpath.http1 import ChunkedDecoder, HttpError, encode_chunk, last_chunk
-from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, PREFACE_LINE, settings
+from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, PREFACE_LINE
 
 log = logging.getLogger("cyvoy.http2")
 
@@ -112,14 +109,11 @@ class H2Downstream(asyncio.Protocol):
         self.priority_frames = 0
         self.control_queued = 0
         self.flush_scheduled = False
-        # inbound headers are validated by _request_head, so that a malformed request resets
-        # its stream only (h2's own validation would end the connection)
-        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                        validate_inbound_headers=False,
-                                        validate_outbound_headers=False,
-                                        normalize_outbound_headers=False)
-        self.h2 = h2.connection.H2Connection(config=cfg)
-        self.opts = server.opts
+        self.opts = opts = server.opts
+        # the frame codec and HPACK in Cython (proxy/_fastpath/h2codec.pyx); request headers
+        # are validated by _request_head, so that a malformed request resets its stream only
+        self.h2 = codec.ServerConnection(opts.initial_stream_window_size, opts.max_concurrent_streams,
+                                         server.max_head, opts.hpack_table_size)
 
     # ---- the worker's view (like Downstream) ---------------------------------------------------
     @property
@@ -134,30 +128,22 @@ class H2Downstream(asyncio.Protocol):
     def draining(self, on: bool) -> None:
         if on and not self._draining:
             self._draining = True
-            self._goaway(ErrorCodes.NO_ERROR)
+            self._goaway(NO_ERROR)
             if not self.streams:
                 self._close()
 
     def close_if_idle(self) -> bool:
         if self.streams or self.closed:
             return False
-        self._goaway(ErrorCodes.NO_ERROR)
+        self._goaway(NO_ERROR)
         self._close()
         return True
 
     # ---- connection ----------------------------------------------------------------------------
     def _start(self) -> None:
-        opts = self.opts
-        values = settings(opts, False, self.server.max_head)
-        limit = values.pop(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
-        self.h2.decoder.max_header_list_size = self.server.max_head
-        self.h2.initiate_connection()
-        # the stream limit in a SETTINGS of its own, enforced once the client acknowledged it:
-        # until then a client may open streams beyond it (RFC 9113 6.5.3), as nghttp2 allows
-        self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit})
-        if opts.initial_connection_window_size > 65535:
-            self.h2.increment_flow_control_window(opts.initial_connection_window_size - 65535)
+        # our SETTINGS (the stream limit binds once the client acknowledged it; until then a
+        # client may open more, RFC 9113 6.5.3, and _request refuses them) and the window
+        self.h2.initiate_connection(self.opts.initial_connection_window_size)
         self._flush()
 
     def connection_made(self, transport) -> None:   # not called: we take over a live transport
@@ -190,7 +176,7 @@ class H2Downstream(asyncio.Protocol):
         self.last_io = self.w.now
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
+        except codec.ProtocolError as e:
             self._protocol_error(e)
             return
         try:
@@ -200,7 +186,7 @@ class H2Downstream(asyncio.Protocol):
                 self._event(ev)
         except Exception:
             log.exception("internal error on an HTTP/2 connection")
-            self._goaway(ErrorCodes.INTERNAL_ERROR)
+            self._goaway(INTERNAL_ERROR)
             self._close()
             return
         self._flush()
@@ -208,55 +194,59 @@ class H2Downstream(asyncio.Protocol):
             self._flood("too many control frames queued (SETTINGS and PING acknowledgements)")
 
     def _event(self, ev) -> None:
-        t = type(ev)
-        if t is h2.events.RequestReceived:
-            self._request(ev)
-        elif t is h2.events.DataReceived:
-            st = self.streams.get(ev.stream_id)
-            if not ev.data and not ev.stream_ended:
+        kind = ev[0]
+        if kind == EV_DATA:
+            _, sid, data, flow_len, ended = ev
+            if not data and not ended:
                 self.empty_frames += 1
                 if self.empty_frames > self.opts.max_consecutive_inbound_frames_with_empty_payload:
                     self._flood("too many consecutive DATA frames with an empty payload")
                     return
             else:
                 self.empty_frames = 0
+            st = self.streams.get(sid)
             if st is None:
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                self.h2.acknowledge_received_data(flow_len, sid)
                 return
-            st.request_data(ev.data, ev.flow_controlled_length)
-        elif t is h2.events.StreamEnded:
-            st = self.streams.get(ev.stream_id)
+            st.request_data(data, flow_len)
+        elif kind == EV_REQUEST:
+            self._request(ev[1], ev[2], ev[3])
+        elif kind == EV_END:
+            st = self.streams.get(ev[1])
             if st is not None:
                 st.request_end(b"")
-        elif t is h2.events.TrailersReceived:
-            st = self.streams.get(ev.stream_id)
+        elif kind == EV_TRAILERS:
+            st = self.streams.get(ev[1])
             if st is not None:
-                st.request_trailers(ev.headers)
-        elif t is h2.events.StreamReset:
-            st = self.streams.pop(ev.stream_id, None)
+                st.request_trailers(ev[2])
+        elif kind == EV_RESET or kind == EV_STREAM_ERROR:
+            # reset by the client, or by the codec (a malformed request): the exchange ends
+            st = self.streams.pop(ev[1], None)
             if st is not None:
                 st.reset_by_peer()
                 self._stream_gone()
-        elif t is h2.events.WindowUpdated:
-            if ev.stream_id == 0:
+            if kind == EV_STREAM_ERROR:
+                self.w.count("http2.rx_messaging_error")
+        elif kind == EV_WINDOW:
+            if ev[1] == 0:
                 for st in list(self.streams.values()):
                     st.send_pending()
             else:
-                st = self.streams.get(ev.stream_id)
+                st = self.streams.get(ev[1])
                 if st is not None:
                     st.send_pending()
-        elif t is h2.events.RemoteSettingsChanged:
+        elif kind == EV_SETTINGS:
             self._count_control()
             for st in list(self.streams.values()):
                 st.send_pending()
-        elif t is h2.events.PingReceived:
+        elif kind == EV_PING:
             self._count_control()
-        elif t is h2.events.PriorityUpdated:
+        elif kind == EV_PRIORITY:
             self.priority_frames += 1
             if self.priority_frames > self.opts.max_inbound_priority_frames_per_stream * (
                     1 + self.h2.highest_inbound_stream_id // 2):
                 self._flood("too many PRIORITY frames")
-        elif t is h2.events.ConnectionTerminated:
+        elif kind == EV_GOAWAY:
             self.peer_goaway = True
             if not self.streams:
                 self._close()
@@ -270,35 +260,24 @@ class H2Downstream(asyncio.Protocol):
     def _flood(self, what: str) -> None:
         log.debug("HTTP/2 client %s: %s", self.conn_ds.peer, what)
         self.w.count("http2.outbound_control_flood" if "control" in what else "http2.inbound_flood")
-        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._goaway(ENHANCE_YOUR_CALM)
         self._close(abort=True)
 
     def _protocol_error(self, e: Exception) -> None:
         log.debug("HTTP/2 protocol error from %s: %s", self.conn_ds.peer, e)
         self.w.count("http2.rx_protocol_error")
-        data = self.h2.data_to_send()
-        if not data:        # h2 queues a GOAWAY for most errors, not for a bad preface
-            try:
-                self.h2.close_connection(error_code=getattr(e, "error_code", None)
-                                         or ErrorCodes.PROTOCOL_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass
-            data = self.h2.data_to_send()
-        if data:
-            self.transport.write(data)
+        self._flush()       # the codec queued the GOAWAY with the error's code
         self._close()
 
     def _goaway(self, code) -> None:
-        """GOAWAY with the last stream we accept; written past h2's state machine, which would
-        otherwise refuse every frame after it, so the streams in flight can still finish."""
+        """GOAWAY with the last stream we accept; the streams in flight still finish."""
         if self.closed:
             return
-        self._flush()
         last = self.h2.highest_inbound_stream_id or 0
         if self.goaway_last < 0 or last < self.goaway_last:
             self.goaway_last = last
-        self.transport.write(GoAwayFrame(0, last_stream_id=self.goaway_last,
-                                         error_code=int(code)).serialize())
+        self.h2.goaway(self.goaway_last, code)
+        self._flush()
 
     def _close(self, abort: bool = False) -> None:
         if self.closed:
@@ -336,21 +315,20 @@ class H2Downstream(asyncio.Protocol):
             self._close()
 
     # ---- requests ------------------------------------------------------------------------------
-    def _request(self, ev) -> None:
-        sid = ev.stream_id
+    def _request(self, sid: int, headers: list, ended: bool) -> None:
         if self.goaway_last >= 0 and sid > self.goaway_last:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(sid, REFUSED_STREAM)
             return
         if len(self.streams) >= self.opts.max_concurrent_streams:
             # over a limit the client may not have acknowledged yet (h2 enforces it once it has,
             # as a connection error): refused, so the client may retry it (RFC 9113 5.1.2)
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(sid, REFUSED_STREAM)
             return
-        head, is_head, chunked = _request_head(ev.headers, ev.stream_ended is not None)
+        head, is_head, chunked = _request_head(headers, ended)
         if head is None:
             # malformed (RFC 9113 8.1.1): a stream error; the other streams go on
             self.w.count("http2.rx_messaging_error")
-            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            self.h2.reset_stream(sid, PROTOCOL_ERROR)
             return
         st = _Stream(self, sid, is_head, chunked)
         self.streams[sid] = st
@@ -461,7 +439,7 @@ class _Stream:
         lines = []
         for name, value in headers:
             if name[:1] == b":" or not _TOKEN.match(name) or _BAD_VALUE.search(value):
-                self.h.h2.reset_stream(self.sid, ErrorCodes.PROTOCOL_ERROR)
+                self.h.h2.reset_stream(self.sid, PROTOCOL_ERROR)
                 self.reset_by_peer()
                 self.h.streams.pop(self.sid, None)
                 return
@@ -505,7 +483,7 @@ class _Stream:
             if self.owed and not self.sent_end and not self.h.closed:
                 try:
                     self.h.h2.acknowledge_received_data(self.owed, self.sid)
-                except h2.exceptions.StreamClosedError:
+                except StreamClosedError:
                     pass
                 self.owed = 0
                 self.h._flush_soon()
@@ -523,8 +501,8 @@ class _Stream:
             self.sent_end = True
             self.out = bytearray()
             try:
-                self.h.h2.reset_stream(self.sid, ErrorCodes.INTERNAL_ERROR)
-            except h2.exceptions.ProtocolError:
+                self.h.h2.reset_stream(self.sid, INTERNAL_ERROR)
+            except (StreamClosedError, ValueError):
                 pass
             self.h._flush_soon()
         self.h.streams.pop(self.sid, None)
@@ -678,8 +656,8 @@ class _Stream:
         if not self.req_ended:
             # RFC 9113 8.1: a server may answer before the request ends; the rest is not wanted
             try:
-                h.h2.reset_stream(self.sid, ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
+                h.h2.reset_stream(self.sid, NO_ERROR)
+            except (StreamClosedError, ValueError):
                 pass
             h._flush_soon()
         h._stream_gone()
