@@ -317,3 +317,49 @@ def test_h2load_through_the_proxy_completes_every_request(upstreams, proxy):
                        capture_output=True, text=True, timeout=60)
     assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout + r.stderr
     assert "status codes: 2000 2xx" in r.stdout
+
+
+def test_a_stalled_upstream_holds_back_only_its_own_streams_request_body(upstreams, proxy):
+    """Per-stream flow control tied to the upstream's backpressure: a request body to an upstream
+    that does not read is acknowledged to the client only as far as the upstream connection takes
+    it, while another stream on the same connection is served."""
+    import socket
+    import threading
+    fast, = upstreams(1)
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(8)
+    held = []
+
+    def accept():
+        c, _ = stalled.accept()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        held.append(c)      # never read
+    threading.Thread(target=accept, daemon=True).start()
+    cfg = simple_config([fast.port], route={"cluster": "backend"}, hcm_fields={"http2_protocol_options": {
+        "initial_stream_window_size": 65535}})
+    from tests.harness import cluster
+    cfg["static_resources"]["clusters"].append(cluster("stalled", [stalled.getsockname()[1]]))
+    routes = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"]
+    routes.insert(0, {"match": {"prefix": "/stall"}, "route": {"cluster": "stalled", "timeout": "0s"}})
+    p = proxy(cfg, workers=1)
+    c = H2Client(p.port)
+    sid = c.request("POST", "/stall", end=False, headers=[("content-length", str(64 << 20))])
+    sent = 0
+    chunk = b"s" * 16384
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        window = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+        if window >= 16384:
+            c.conn.send_data(sid, chunk)
+            c._send()
+            sent += len(chunk)
+        else:
+            c.pump(0.05)
+    # the windows stopped opening: what went is bounded by socket buffers, not the 64 MiB body
+    assert 65535 <= sent < 24 << 20, sent
+    other = c.request("GET", "/")
+    r, = c.wait(other, timeout=5)
+    assert r.status == 200 and bytes(r.body) == b"ok from up0"
+    stalled.close()
