@@ -536,3 +536,10 @@ def test_auto_config_is_refused_with_its_path():
 def test_http2_window_below_the_minimum_is_refused():
     e = refusal(config(**_hpo(explicit_http_config={"http2_protocol_options": {"initial_stream_window_size": 100}})))
     assert e.path.endswith("http2_protocol_options.initial_stream_window_size")
+
+
+def test_http2_http_health_checks_are_refused_at_load():
+    e = refusal(config(health_checks=[{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+                                       "healthy_threshold": 1, "http_health_check": {
+                                           "path": "/h", "codec_client_type": "HTTP2"}}]))
+    assert e.path.endswith("http_health_check.codec_client_type") and "not supported" in e.reason

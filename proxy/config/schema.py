@@ -1205,7 +1205,9 @@ message("HttpHealthCheck", "envoy.config.core.v3.HealthCheck.HttpHealthCheck", {
     "request_headers_to_remove": f(List(HEADER_NAME)),
     "expected_statuses": f(List(Msg("Int64Range"))),    # empty: [200, 201)
     "retriable_statuses": f(List(Msg("Int64Range"))),
-    "codec_client_type": f(Enum(("HTTP1", "HTTP2", "HTTP3")), "HTTP1"),
+    "codec_client_type": f(Enum(("HTTP1", "HTTP2", "HTTP3"), refused={
+        "HTTP2": "HTTP/2 HTTP health checks are not supported yet (grpc_health_check speaks HTTP/2)",
+        "HTTP3": "HTTP/3 is not supported"}), "HTTP1"),
     "service_name_matcher": no("service name matching is not supported"),
     # CONNECT is excluded by Envoy's proto; METHOD_UNSPECIFIED means GET.
     "method": f(Enum(("METHOD_UNSPECIFIED", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
