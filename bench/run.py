@@ -484,20 +484,26 @@ def write_lua(rundir: str, sc: Scenario) -> str:
 
 # --------------------------------------------------------------------------- wrk
 
-def run_wrk(tools, url, duration, conns, script, args, rundir, tag) -> tuple[dict, float, str]:
-    cmd = [tools["wrk"], f"-t{args.threads}", f"-c{conns}", f"-d{duration}s",
-           "--latency", "--timeout", "2s", "-s", script, url]
+def run_tool(name, cmd, args, duration, rundir, tag):
+    """Run a load generator (on CPU 1 with --taskset): (its completed process, the CPU seconds it
+    used); its output is kept in the run directory."""
     if args.taskset:
         cmd = ["taskset", "-c", "1"] + cmd
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 20)
     except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"wrk did not finish within {duration + 20}s ({tag})") from e
+        raise RuntimeError(f"{name} did not finish within {duration + 20}s ({tag})") from e
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    with open(os.path.join(rundir, f"wrk-{tag.replace('/', '_')}.out"), "w") as f:
+    with open(os.path.join(rundir, f"{name}-{tag.replace('/', '_')}.out"), "w") as f:
         f.write(r.stdout + r.stderr)
+    return r, (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+
+
+def run_wrk(tools, url, duration, conns, script, args, rundir, tag) -> tuple[dict, float, str]:
+    cmd = [tools["wrk"], f"-t{args.threads}", f"-c{conns}", f"-d{duration}s",
+           "--latency", "--timeout", "2s", "-s", script, url]
+    r, wrk_cpu = run_tool("wrk", cmd, args, duration, rundir, tag)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({tag}, rc={r.returncode}): {(r.stderr or r.stdout)[-500:]}")
@@ -573,17 +579,7 @@ def run_h2load(tools, url, duration, conns, streams, args, rundir, tag, want_pro
     log_path = os.path.join(rundir, f"h2load-{tag.replace('/', '_')}.tsv")
     cmd = [tools["h2load"], "-t1", f"-c{conns}", f"-m{streams}", "-D", str(duration),
            f"--log-file={log_path}", url]
-    if args.taskset:
-        cmd = ["taskset", "-c", "1"] + cmd
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 20)
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"h2load did not finish within {duration + 20}s ({tag})") from e
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    tool_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    with open(os.path.join(rundir, f"h2load-{tag.replace('/', '_')}.out"), "w") as f:
-        f.write(r.stdout + r.stderr)
+    r, tool_cpu = run_tool("h2load", cmd, args, duration, rundir, tag)
     if r.returncode != 0:
         raise RuntimeError(f"h2load failed ({tag}, rc={r.returncode}): {(r.stderr or r.stdout)[-500:]}")
     try:
