@@ -81,6 +81,8 @@ cdef class Downstream:
     cdef public double req_end
     cdef public double resp_first
     cdef public object host
+    cdef object peer_addr           # (ip, port) of the client and of our end, for access logs
+    cdef object local_addr
     cdef public ResponseHead resp
     cdef public int svc_ms
     cdef HcmStats st

@@ -226,6 +226,7 @@ cdef class Downstream:
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername")
+        self.peer_addr = peer
         self.peer = peer[0].encode() if peer else b""
         w = self.w
         self.last_io = w.now
@@ -1385,20 +1386,18 @@ cdef class Downstream:
         now = self.w.loop_time()
         head = self.head
         start = self.req_start if head is not None else now
+        if self.local_addr is None and self.transport is not None:
+            self.local_addr = self.transport.get_extra_info("sockname")   # once per connection
+        # positional: LogRecord's field order (proxy/access_log/record.py), cheaper than keywords
         rec = LogRecord(
-            start_time=self.w.wall_offset + start,
-            protocol=b"HTTP/2" if self.stream else b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
-            scheme=self.hcm.scheme,
-            response_code=self.status,
-            response_flags=self.flags.split(",") if self.flags else [],
-            bytes_received=self.rx_body,
-            bytes_sent=self.tx_body,
-            duration_ms=_ms(now - start),
-            request_duration_ms=_ms(self.req_end - start) if self.req_end else None,
-            response_duration_ms=_ms(self.resp_first - start) if self.resp_first else None,
-            downstream_remote=self.transport.get_extra_info("peername") if self.transport else None,
-            downstream_local=self.transport.get_extra_info("sockname") if self.transport else None,
-        )
+            self.w.wall_offset + start, b"", b"", b"", self.hcm.scheme,
+            b"HTTP/2" if self.stream else b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
+            None, None, None, self.status, None,
+            self.flags.split(",") if self.flags else [],
+            self.rx_body, self.tx_body, _ms(now - start),
+            _ms(self.req_end - start) if self.req_end else None,
+            _ms(self.resp_first - start) if self.resp_first else None,
+            None, None, None, self.peer_addr, self.local_addr, None)
         if head is not None:
             rec.method, rec.path, rec.authority = head.method, head.path, head.host
             added = {}
