@@ -783,7 +783,9 @@ cdef class ServerConnection:
             events.append((EV_END, sid))
             return
         if sid <= self.highest_inbound_stream_id:
-            raise ProtocolError(STREAM_CLOSED, "HEADERS on a closed stream")
+            # a stream that was reset (by either side) may still get its trailers in flight:
+            # decoded above for the table, then ignored (RFC 9113 5.4.2)
+            return
         if self.open_streams >= self.local_max_streams:
             raise ProtocolError(PROTOCOL_ERROR, "more streams than SETTINGS_MAX_CONCURRENT_STREAMS")
         self.highest_inbound_stream_id = sid

@@ -23,7 +23,7 @@ import re
 
 from proxy._fastpath import h2codec as codec
 from proxy._fastpath.h2codec import (
-    CANCEL, EV_DATA, EV_END, EV_GOAWAY, EV_PING, EV_PRIORITY, EV_REQUEST, EV_RESET, EV_SETTINGS,
+    EV_DATA, EV_END, EV_GOAWAY, EV_PING, EV_PRIORITY, EV_REQUEST, EV_RESET, EV_SETTINGS,
     EV_STREAM_ERROR, EV_TRAILERS, EV_WINDOW, ENHANCE_YOUR_CALM, INTERNAL_ERROR, NO_ERROR,
     PROTOCOL_ERROR, REFUSED_STREAM, StreamClosedError)
 from proxy._fastpath.connection import Downstream
