@@ -152,3 +152,20 @@ def test_disable_stateless_session_resumption_issues_no_tickets(upstreams, proxy
     # Envoy sets SSL_OP_NO_TICKET; seen from a TLS 1.2 client: no ticket, a session ID only
     _, _, session, _ = get(p.port, "a.example.com", certs, ctx=client(certs, ssl.TLSVersion.TLSv1_2))
     assert not session.has_ticket
+
+
+def test_a_reload_whose_certificate_and_key_do_not_match_is_refused_and_tls_keeps_serving(
+        upstreams, proxy, certs):
+    import signal
+    up, = upstreams(1)
+    p = proxy(config([up], [chain(certs, "a.example.com", "c0")]), workers=1)
+    bad = config([up], [chain(certs, "a.example.com", "c0")])
+    lst = bad["static_resources"]["listeners"][0]
+    lst["address"]["socket_address"]["port_value"] = p.port
+    tls = lst["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    tls["tls_certificates"][0]["private_key"]["filename"] = str(certs["fallback"][1])   # another key
+    p.write_config(bad)
+    p.signal(signal.SIGHUP)
+    p.wait_log("reload refused")
+    assert "cannot load a listener's certificates" in p.log()
+    assert get(p.port, "a.example.com", certs)[:2] == ("a.example.com", b"ok from up0")
