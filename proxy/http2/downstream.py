@@ -59,8 +59,6 @@ class Http2Server:
             if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
                 H2Downstream.take_over(ds, self, b"")
                 return True
-            if ssl_object is not None and self.prior_knowledge is False:
-                return False
         if self.prior_knowledge:
             H2Downstream.take_over(ds, self, b"")
             return True
@@ -112,7 +110,7 @@ class H2Downstream(asyncio.Protocol):
         self.opts = opts = server.opts
         # the frame codec and HPACK in Cython (proxy/_fastpath/h2codec.pyx); request headers
         # are validated by _request_head, so that a malformed request resets its stream only
-        self.h2 = codec.ServerConnection(opts.initial_stream_window_size, opts.max_concurrent_streams,
+        self.codec = codec.ServerConnection(opts.initial_stream_window_size, opts.max_concurrent_streams,
                                          server.max_head, opts.hpack_table_size)
 
     # ---- the worker's view (like Downstream) ---------------------------------------------------
@@ -143,7 +141,7 @@ class H2Downstream(asyncio.Protocol):
     def _start(self) -> None:
         # our SETTINGS (the stream limit binds once the client acknowledged it; until then a
         # client may open more, RFC 9113 6.5.3, and _request refuses them) and the window
-        self.h2.initiate_connection(self.opts.initial_connection_window_size)
+        self.codec.initiate_connection(self.opts.initial_connection_window_size)
         self._flush()
 
     def connection_made(self, transport) -> None:   # not called: we take over a live transport
@@ -175,7 +173,7 @@ class H2Downstream(asyncio.Protocol):
             return
         self.last_io = self.w.now
         try:
-            events = self.h2.receive_data(data)
+            events = self.codec.receive_data(data)
         except codec.ProtocolError as e:
             self._protocol_error(e)
             return
@@ -206,7 +204,7 @@ class H2Downstream(asyncio.Protocol):
                 self.empty_frames = 0
             st = self.streams.get(sid)
             if st is None:
-                self.h2.acknowledge_received_data(flow_len, sid)
+                self.codec.acknowledge_received_data(flow_len, sid)
                 return
             st.request_data(data, flow_len)
         elif kind == EV_REQUEST:
@@ -244,7 +242,7 @@ class H2Downstream(asyncio.Protocol):
         elif kind == EV_PRIORITY:
             self.priority_frames += 1
             if self.priority_frames > self.opts.max_inbound_priority_frames_per_stream * (
-                    1 + self.h2.highest_inbound_stream_id // 2):
+                    1 + self.codec.highest_inbound_stream_id // 2):
                 self._flood("too many PRIORITY frames")
         elif kind == EV_GOAWAY:
             self.peer_goaway = True
@@ -273,10 +271,10 @@ class H2Downstream(asyncio.Protocol):
         """GOAWAY with the last stream we accept; the streams in flight still finish."""
         if self.closed:
             return
-        last = self.h2.highest_inbound_stream_id or 0
+        last = self.codec.highest_inbound_stream_id or 0
         if self.goaway_last < 0 or last < self.goaway_last:
             self.goaway_last = last
-        self.h2.goaway(self.goaway_last, code)
+        self.codec.goaway(self.goaway_last, code)
         self._flush()
 
     def _close(self, abort: bool = False) -> None:
@@ -302,7 +300,7 @@ class H2Downstream(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        data = self.h2.data_to_send()
+        data = self.codec.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
             if self.transport.get_write_buffer_size() > _WRITE_LIMIT:
@@ -317,18 +315,18 @@ class H2Downstream(asyncio.Protocol):
     # ---- requests ------------------------------------------------------------------------------
     def _request(self, sid: int, headers: list, ended: bool) -> None:
         if self.goaway_last >= 0 and sid > self.goaway_last:
-            self.h2.reset_stream(sid, REFUSED_STREAM)
+            self.codec.reset_stream(sid, REFUSED_STREAM)
             return
         if len(self.streams) >= self.opts.max_concurrent_streams:
             # over a limit the client may not have acknowledged yet (h2 enforces it once it has,
             # as a connection error): refused, so the client may retry it (RFC 9113 5.1.2)
-            self.h2.reset_stream(sid, REFUSED_STREAM)
+            self.codec.reset_stream(sid, REFUSED_STREAM)
             return
         head, is_head, chunked = _request_head(headers, ended)
         if head is None:
             # malformed (RFC 9113 8.1.1): a stream error; the other streams go on
             self.w.count("http2.rx_messaging_error")
-            self.h2.reset_stream(sid, PROTOCOL_ERROR)
+            self.codec.reset_stream(sid, PROTOCOL_ERROR)
             return
         st = _Stream(self, sid, is_head, chunked)
         self.streams[sid] = st
@@ -429,7 +427,7 @@ class _Stream:
         if self.read_paused:
             self.owed += flow_len
         elif flow_len:
-            self.h.h2.acknowledge_received_data(flow_len, self.sid)
+            self.h.codec.acknowledge_received_data(flow_len, self.sid)
         ds = self.ds
         if ds is None or ds.closed or not data:
             return
@@ -439,7 +437,7 @@ class _Stream:
         lines = []
         for name, value in headers:
             if name[:1] == b":" or not _TOKEN.match(name) or _BAD_VALUE.search(value):
-                self.h.h2.reset_stream(self.sid, PROTOCOL_ERROR)
+                self.h.codec.reset_stream(self.sid, PROTOCOL_ERROR)
                 self.reset_by_peer()
                 self.h.streams.pop(self.sid, None)
                 return
@@ -482,7 +480,7 @@ class _Stream:
             self.read_paused = False
             if self.owed and not self.sent_end and not self.h.closed:
                 try:
-                    self.h.h2.acknowledge_received_data(self.owed, self.sid)
+                    self.h.codec.acknowledge_received_data(self.owed, self.sid)
                 except StreamClosedError:
                     pass
                 self.owed = 0
@@ -501,7 +499,7 @@ class _Stream:
             self.sent_end = True
             self.out = bytearray()
             try:
-                self.h.h2.reset_stream(self.sid, INTERNAL_ERROR)
+                self.h.codec.reset_stream(self.sid, INTERNAL_ERROR)
             except (StreamClosedError, ValueError):
                 pass
             self.h._flush_soon()
@@ -579,13 +577,13 @@ class _Stream:
             headers.append((name, value))
         h = self.h
         if self.is_head or status == 204 or status == 304 or length == 0:
-            h.h2.send_headers(self.sid, headers, end_stream=True)
+            h.codec.send_headers(self.sid, headers, end_stream=True)
             self.sent_end = self.fin = True
             self.state = _DONE
             h._flush_soon()
             self._done()
             return b""
-        h.h2.send_headers(self.sid, headers)
+        h.codec.send_headers(self.sid, headers)
         h._flush_soon()
         if chunked:
             self.state = _CHUNKED
@@ -611,7 +609,7 @@ class _Stream:
         if self.sent_end:
             return
         h = self.h
-        conn = h.h2
+        conn = h.codec
         out = self.out
         if out:
             window = conn.local_flow_control_window(self.sid)
@@ -656,7 +654,7 @@ class _Stream:
         if not self.req_ended:
             # RFC 9113 8.1: a server may answer before the request ends; the rest is not wanted
             try:
-                h.h2.reset_stream(self.sid, NO_ERROR)
+                h.codec.reset_stream(self.sid, NO_ERROR)
             except (StreamClosedError, ValueError):
                 pass
             h._flush_soon()
