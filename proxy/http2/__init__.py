@@ -52,16 +52,16 @@ class Http2Options:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__ and v is not None})
 
 
-def settings(opts: Http2Options, client: bool, max_header_list_size: int) -> dict:
-    """Our SETTINGS frame (h2 setting codes) for `opts`."""
-    from h2.settings import SettingCodes
-    values = {
-        SettingCodes.HEADER_TABLE_SIZE: opts.hpack_table_size,
-        SettingCodes.INITIAL_WINDOW_SIZE: opts.initial_stream_window_size,
-        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
-    }
-    if client:
-        values[SettingCodes.ENABLE_PUSH] = 0
-    else:
-        values[SettingCodes.MAX_CONCURRENT_STREAMS] = opts.max_concurrent_streams
-    return values
+def trailer_list(raw: bytes) -> list:
+    """Trailer field lines (as the chunked decoder keeps them) as an HTTP/2 header list, without
+    the fields HTTP/2 does not carry (RFC 9113 8.2.2)."""
+    out = []
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name in CONNECTION_SPECIFIC or name == b"te":
+            continue
+        out.append((name, value.strip()))
+    return out

@@ -28,7 +28,7 @@ from proxy._fastpath.h2codec import (
     PROTOCOL_ERROR, REFUSED_STREAM, StreamClosedError)
 from proxy._fastpath.connection import Downstream
 from proxy._fastpath.http1 import ChunkedDecoder, HttpError, encode_chunk, last_chunk
-from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, PREFACE_LINE
+from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, PREFACE_LINE, trailer_list
 
 log = logging.getLogger("cyvoy.http2")
 
@@ -541,7 +541,7 @@ class _Stream:
             if self.dec.done:
                 if payload:
                     self.out += payload
-                self._finish(_trailer_list(self.dec.trailers))
+                self._finish(trailer_list(self.dec.trailers))
             elif payload:
                 self._data(payload)
 
@@ -670,17 +670,3 @@ class _Stream:
             self.up_paused &= ~bit
             if not self.up_paused and self.ds is not None:
                 self.ds.resume_writing()
-
-
-def _trailer_list(raw: bytes):
-    """Trailer field lines (as the chunked decoder keeps them) as an HTTP/2 header list."""
-    out = []
-    for line in raw.split(b"\r\n"):
-        if not line:
-            continue
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name in CONNECTION_SPECIFIC or name == b"te":
-            continue
-        out.append((name, value.strip()))
-    return out

@@ -25,7 +25,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from proxy._fastpath.http1 import ChunkedDecoder, HttpError, encode_chunk, last_chunk
-from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, settings
+from proxy.http2 import CONNECTION_SPECIFIC, Http2Options, trailer_list
 
 log = logging.getLogger("cyvoy.http2")
 
@@ -116,7 +116,7 @@ class H2Client(asyncio.Protocol):
         self.transport = transport
         opts = self.pool.opts
         self.h2.local_settings = h2.settings.Settings(
-            client=True, initial_values=settings(opts, True, _MAX_RESPONSE_HEADERS))
+            client=True, initial_values=_client_settings(opts))
         self.h2.initiate_connection()
         if opts.initial_connection_window_size > 65535:
             self.h2.increment_flow_control_window(opts.initial_connection_window_size - 65535)
@@ -340,7 +340,7 @@ class _StreamSlot:
                 self._data(payload)
             if self.dec.done:
                 self.state = _SENT
-                self._finish(_header_list(self.dec.trailers) or None)
+                self._finish(trailer_list(self.dec.trailers) or None)
 
     def _head(self, data: bytes) -> bytes:
         """The request head the Upstream wrote (forward.pyx's, well-formed) to HTTP/2 headers;
@@ -521,10 +521,10 @@ class _StreamSlot:
         self.lost()
 
 
-def _header_list(raw: bytes):
-    out = []
-    for line in raw.split(b"\r\n"):
-        if line:
-            name, _, value = line.partition(b":")
-            out.append((name.strip().lower(), value.strip()))
-    return out
+def _client_settings(opts: Http2Options) -> dict:
+    """Our SETTINGS to an upstream host (h2 setting codes): no server push."""
+    from h2.settings import SettingCodes
+    return {SettingCodes.HEADER_TABLE_SIZE: opts.hpack_table_size,
+            SettingCodes.INITIAL_WINDOW_SIZE: opts.initial_stream_window_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_RESPONSE_HEADERS,
+            SettingCodes.ENABLE_PUSH: 0}
