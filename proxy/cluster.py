@@ -7,9 +7,9 @@ keeps, per slot, a `Host` with its own connection pool; `_fastpath.lb` picks a s
 """
 from __future__ import annotations
 
-import collections
 import logging
 
+from proxy._fastpath.cluster import ClusterBase, HostBase
 from proxy._fastpath.lb import make_lb
 from proxy.config import model
 from proxy.http2 import Http2Options
@@ -19,21 +19,16 @@ from proxy.tls import client_context
 log = logging.getLogger("cyvoy.cluster")
 
 
-class Host:
-    """One upstream endpoint in this worker: where to connect, and the idle connections to it."""
-    __slots__ = ("slot", "address", "port", "hostname", "idle", "idle_h2", "label", "host_header",
-                 "n_conns", "waiting")
+class Host(HostBase):
+    """One upstream endpoint in this worker: where to connect, and the idle connections to it
+    (the pool's fields, read per request, are C fields of HostBase: proxy/_fastpath/cluster.pyx)."""
+    __slots__ = ("address", "port", "hostname", "label")
 
     def __init__(self, slot: int, address: str, port: int, hostname: str = ""):
-        self.slot = slot
+        super().__init__(slot)
         self.address = address
         self.port = port
         self.hostname = hostname
-        self.idle: list = []   # idle upstream connections, most recently used last
-        self.idle_h2: list = []   # idle stream slots on HTTP/2 connections (proxy/http2/upstream.py)
-        self.n_conns = 0       # this worker's connections to the host: connecting, busy or idle
-        # requests waiting for a connection (max_connections reached): (Downstream, token), FIFO
-        self.waiting: collections.deque = collections.deque()
         self.label = f"{address}:{port}"
         # what auto_host_rewrite puts in Host: the endpoint's hostname (DNS name for *_DNS clusters)
         self.host_header = hostname.encode() if hostname else None
@@ -48,7 +43,11 @@ class Host:
         return f"Host({self.label})"
 
 
-class Cluster:
+class Cluster(ClusterBase):
+    """A cluster in this worker; what a request reads of it (the load balancer, the hosts by
+    slot, stats) are C fields of ClusterBase (proxy/_fastpath/cluster.pyx)."""
+    __slots__ = ("cfg", "ssl", "sni", "_hostnames", "_dns_names", "membership")
+
     def __init__(self, cfg: model.Cluster, table, layout):
         self.cfg = cfg
         self.name = cfg.name
@@ -76,10 +75,6 @@ class Cluster:
         self.membership = -1
         self.stats = None      # the worker sets its ClusterStats (indexes into its stats slot)
         self.refresh()
-
-    def pick(self, hash_key: int = 0, has_hash: bool = False) -> Host | None:
-        s = self.lb.pick(hash_key, has_hash)
-        return None if s < 0 else self.by_slot[s - self.first]
 
     def refresh(self) -> bool:
         """Re-read the cluster's slots if their membership changed (DNS); True if it did."""

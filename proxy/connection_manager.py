@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy._fastpath.connection import Downstream  # noqa: F401  (re-exported: the worker's protocol)
+from proxy._fastpath.connection import Downstream, HcmBase  # noqa: F401  (Downstream: the worker's protocol)
 from proxy.access_log.writer import AccessLogs
 from proxy.http2 import Http2Options
 from proxy.http2.downstream import Http2Server
 
 
-class Hcm:
-    """What one listener's http_connection_manager needs per request, computed once."""
-    __slots__ = ("cfg", "routes", "max_head", "server_line", "scheme", "use_remote_address",
-                 "trusted_hops", "gen_request_id", "idle_timeout", "headers_timeout",
-                 "stream_idle_timeout", "request_timeout", "stat_prefix", "conn_limit", "conn_count",
-                 "svc_lines", "access_logs", "stats", "filters", "internal", "guard", "h2", "user_agent")
+class Hcm(HcmBase):
+    """What one listener's http_connection_manager needs per request, computed once (the fields
+    read on every request are C fields of HcmBase, proxy/_fastpath/connection.pxd)."""
+    __slots__ = ("cfg", "trusted_hops", "stat_prefix", "conn_limit", "conn_count", "access_logs",
+                 "stats", "filters", "internal", "guard")
 
     def __init__(self, cfg, routes, tls: bool, tls_h2: bool = False):
         self.cfg = cfg

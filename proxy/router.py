@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from proxy._fastpath.routes import RouteEntry, RouteMatcher, Target, VirtualHostTable
 from proxy.config import model
 from proxy.config.routes import GRPC_RETRY_ON
 
@@ -90,16 +91,6 @@ def _merge(levels: list[model.HeaderEdits]) -> tuple[HeaderPlan, HeaderPlan]:
     return HeaderPlan(req_add, req_rm), HeaderPlan(resp_add, resp_rm)
 
 
-class Target:
-    """One upstream cluster a route (or one of its weighted clusters) sends to."""
-    __slots__ = ("cluster", "req", "resp")
-
-    def __init__(self, cluster, req: HeaderPlan, resp: HeaderPlan):
-        self.cluster = cluster
-        self.req = None if req.empty else req
-        self.resp = None if resp.empty else resp
-
-
 class RetryPlan:
     """A retry_policy compiled for the request path (the connection reads these attributes)."""
     __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "base_interval",
@@ -174,28 +165,6 @@ class RouteExtras:
         self.mirrors = mirrors
         self.attempt_in_request = attempt_in_request
         self.attempt_in_response = attempt_in_response
-
-
-class RouteEntry:
-    __slots__ = ("kind", "name", "match", "targets", "weights", "total_weight", "timeout",
-                 "timeout_line", "prefix_rewrite", "host_rewrite", "auto_host_rewrite",
-                 "status", "body", "redirect", "match_prefix_len", "single", "hash_fn", "retry",
-                 "per_filter", "cluster_header", "not_found_code", "header_targets", "extras",
-                 "upgrades", "grpc_timeout_max", "grpc_timeout_offset")
-
-    def header_target(self, head):
-        """cluster_header: the Target of the cluster the request header names, None when the
-        header is missing or names no cluster (-> cluster_not_found_response_code)."""
-        name = head.get(self.cluster_header)
-        return self.header_targets.get(name) if name is not None else None
-
-    def pick_target(self) -> Target:
-        # Envoy: random value modulo total_weight, walk the cumulative weights (router/config_impl.cc).
-        r = random.randrange(self.total_weight)
-        for t, upto in zip(self.targets, self.weights):
-            if r < upto:
-                return t
-        return self.targets[-1]
 
 
 def _fraction(m: model.RouteMatch, runtime: dict) -> tuple[int, int]:
@@ -338,34 +307,16 @@ def compile_hash_policy(policies: list[model.HashPolicy]):
     return generate
 
 
-class VirtualHostTable:
-    __slots__ = ("name", "routes")
+class RouteTable(RouteMatcher):
+    """A route configuration compiled into the fast path's matcher (proxy/_fastpath/routes.pyx):
+    exact domains, "*.example.com" suffixes, "example.*" prefixes, the "*" default."""
+    __slots__ = ("runtime",)
 
-    def __init__(self, name, routes):
-        self.name = name
-        self.routes = routes   # list of (plain prefix or None, matcher, RouteEntry)
-
-    def match(self, path: bytes, head):
-        for prefix, matcher, entry in self.routes:
-            # a plain case-sensitive prefix without header matchers needs no call
-            if prefix is not None:
-                if path.startswith(prefix):
-                    return entry
-            elif matcher(path, head):
-                return entry
-        return None
-
-
-class RouteTable:
     def __init__(self, rc: model.RouteConfiguration, clusters: dict, runtime: dict | None = None,
                  upgrades: dict | None = None):
+        super().__init__()
         self.runtime = runtime or {}
         upgrades = upgrades or {}
-        self.exact: dict[bytes, VirtualHostTable] = {}
-        self.suffix: list[tuple[bytes, VirtualHostTable]] = []   # "*.example.com" -> b".example.com"
-        self.prefix: list[tuple[bytes, VirtualHostTable]] = []   # "example.*" -> b"example."
-        self.default: VirtualHostTable | None = None
-        self._cache: dict[bytes, VirtualHostTable | None] = {}
         for vh in rc.virtual_hosts:
             table = VirtualHostTable(vh.name, [self._entry(r, vh, rc, clusters, self.runtime, upgrades)
                                                 for r in vh.routes])
@@ -458,35 +409,3 @@ class RouteTable:
         plain = (m.value.encode() if (m.kind == "prefix" and m.case_sensitive and not m.headers
                                       and m.fraction is None) else None)
         return (plain, _compile_match(m, runtime), e)
-
-    def virtual_host(self, host: bytes) -> VirtualHostTable | None:
-        vh = self._cache.get(host, False)
-        if vh is not False:
-            return vh
-        h = host.lower()
-        vh = self.exact.get(h)
-        if vh is None:
-            for suffix, t in self.suffix:
-                # "*.foo.com" must not match "foo.com" itself: the wildcard stands for at least one character
-                if h.endswith(suffix) and len(h) > len(suffix):
-                    vh = t
-                    break
-        if vh is None:
-            for prefix, t in self.prefix:
-                if h.startswith(prefix) and len(h) > len(prefix):
-                    vh = t
-                    break
-        if vh is None:
-            vh = self.default
-        if len(self._cache) > 4096:   # Host is client-chosen: bound the cache
-            self._cache.clear()
-        self._cache[host] = vh
-        return vh
-
-    def match(self, host: bytes, path: bytes, head) -> RouteEntry | None:
-        vh = self._cache.get(host, False)
-        if vh is False:
-            vh = self.virtual_host(host)
-        if vh is None:
-            return None
-        return vh.match(path, head)

@@ -4,6 +4,23 @@
 from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
 from proxy._fastpath.hosttable cimport HostTable, cyv_ht_cluster
 from proxy._fastpath.stats cimport SlotStats
+from proxy._fastpath.routes cimport RouteEntry, RouteMatcher, Target
+from proxy._fastpath.cluster cimport ClusterBase, HostBase
+
+
+cdef class HcmBase:
+    # what Downstream reads of its http_connection_manager per request, as C fields; the Python
+    # face proxy.connection_manager.Hcm computes them once from the config
+    cdef public RouteMatcher routes
+    cdef public Py_ssize_t max_head
+    cdef public bytes server_line
+    cdef public list svc_lines      # x-envoy-upstream-service-time + server lines for 0..999 ms
+    cdef public bytes scheme
+    cdef public bint use_remote_address
+    cdef public bint gen_request_id
+    cdef public double idle_timeout, headers_timeout, stream_idle_timeout, request_timeout
+    cdef public object h2           # proxy.http2.downstream.Http2Server, or None
+    cdef public object user_agent   # add_user_agent: node.cluster (bytes), or None
 
 
 cdef class HcmStats:
@@ -33,7 +50,7 @@ cdef class ClusterStats:
 
 cdef class Downstream:
     cdef public object w            # the Worker
-    cdef public object hcm          # proxy.connection_manager.Hcm
+    cdef public HcmBase hcm         # proxy.connection_manager.Hcm
     cdef public object transport
     cdef public bytes peer
     cdef public bytes buf
@@ -48,8 +65,8 @@ cdef class Downstream:
     cdef public bint in_req
     cdef public long long seq
     cdef public RequestHead head
-    cdef public object entry        # router.RouteEntry
-    cdef public object target       # router.Target
+    cdef public RouteEntry entry
+    cdef public Target target
     cdef public Upstream up
     cdef long long body_left
     cdef ChunkedDecoder dec
@@ -120,7 +137,7 @@ cdef class Downstream:
     cdef _read_head(self, bytes buf)
     cdef _begin(self, RequestHead head)
     cdef _route(self)
-    cdef bint _dispatch(self, object host)
+    cdef bint _dispatch(self, HostBase host)
     cdef _release_pending(self)
     cdef _send_upstream(self, Upstream up)
     cdef _request_body(self, bytes data)
@@ -138,7 +155,7 @@ cdef class Downstream:
     cdef _release_host(self)
     cdef _set_flag(self, str flag)
     cdef _reset_log_state(self)
-    cdef bint _use_host(self, object host, object cluster)
+    cdef bint _use_host(self, HostBase host, ClusterBase cluster)
     cdef int _retry_wanted(self, int kind, int status, ResponseHead rh)
     cdef bint _schedule_retry(self)
     cdef _arm_try_deadline(self)

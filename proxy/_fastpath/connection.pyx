@@ -28,8 +28,17 @@ from proxy._fastpath.http1 cimport ChunkedDecoder, RequestHead, ResponseHead
 from proxy._fastpath.hosttable cimport (HostTable, cyv_addi64, cyv_ht_host, cyv_ldi64, cyv_monotonic_ns, ht_cb_acquire,
                                         ht_cb_release, ht_host)
 from proxy._fastpath.stats cimport SlotStats, record_time
+from proxy._fastpath.routes cimport RouteEntry, RouteMatcher, Target
+from proxy._fastpath.cluster cimport ClusterBase, HostBase
 
 log = logging.getLogger("cyvoy.http")
+
+
+cdef inline double _now() noexcept nogil:
+    # The clock of every per-request time: CLOCK_MONOTONIC in seconds, the epoch of the loop's
+    # time() (libuv's uv_now) that the worker's ticker compares deadlines with. A vDSO call, where
+    # loop.time() is a Python method call and a float object (about 5 per request).
+    return <double>cyv_monotonic_ns() * 1e-9
 
 cdef Py_ssize_t PIPELINE_LIMIT = 64 * 1024   # buffered pipelined bytes before we stop reading the client
 cdef Py_ssize_t PENDING_LIMIT = 64 * 1024    # body bytes buffered while the upstream connection opens
@@ -81,6 +90,10 @@ import struct as _struct
 _LINGER_0 = _struct.pack("ii", 1, 0)
 _UPGRADE_HOP = frozenset((b"connection", b"upgrade", b"server"))
 cdef str RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
+cdef class HcmBase:
+    """The per-request fields of an http_connection_manager (set by connection_manager.Hcm)."""
 
 
 cdef class HcmStats:
@@ -293,7 +306,7 @@ cdef class Downstream:
     def data_received(self, bytes data):
         if self.closed:
             return      # refused at accept (connection limits), or already being closed
-        self.last_io = self.w.now
+        self.last_io = _now()
         if self.tunnel:
             self.up.transport.write(data)
             return
@@ -337,7 +350,7 @@ cdef class Downstream:
 
     # ---- request head -------------------------------------------------------------------------
     cdef _read_head(self, bytes buf):
-        hcm = self.hcm
+        cdef HcmBase hcm = self.hcm
         cdef RequestHead head
         try:
             head = parse_request(buf, 0, hcm.max_head, True)
@@ -367,11 +380,11 @@ cdef class Downstream:
         self._begin(head)
 
     cdef _begin(self, RequestHead head):
-        hcm = self.hcm
+        cdef HcmBase hcm = self.hcm
         self.in_req = True
         self.seq += 1
         self.head = head
-        self.req_start = self.w.loop_time()
+        self.req_start = _now()
         self.resp_started = False
         self.retried = False
         self.ambiguous = False
@@ -403,14 +416,14 @@ cdef class Downstream:
             self.body_left = 0
             self.req_done = True
 
-        entry = hcm.routes.match(head.host, head.path, head)
+        cdef RouteEntry entry = hcm.routes.route(head.host, head.path, head)
         self.entry = entry
-        target = None
+        cdef Target target = None
         if entry is not None and entry.kind == R_FORWARD:
             # the weighted cluster is chosen with the route, before the filters (as Envoy's
             # route entry is), so that the fault filter's upstream_cluster sees it
             if entry.single:
-                target = entry.targets[0]
+                target = <Target>entry.targets[0]
             elif entry.cluster_header is None:
                 target = entry.pick_target()
             else:
@@ -512,10 +525,10 @@ cdef class Downstream:
 
     cdef _route(self):
         """The router: local answers, else pick a host and send the request upstream."""
-        hcm = self.hcm
+        cdef HcmBase hcm = self.hcm
         cdef RequestHead head = self.head
         cdef HcmStats st = self.st
-        entry = self.entry
+        cdef RouteEntry entry = self.entry
         if entry is None or head.method == b"CONNECT":
             st.s.inc(st.no_route)
             self._local_for_request(404, b"", "NR")
@@ -523,7 +536,7 @@ cdef class Downstream:
         if entry.kind != R_FORWARD:
             self._local_route(entry, head)
             return
-        target = self.target
+        cdef Target target = self.target
         if target is None:
             st.s.inc(st.no_cluster)
             self._local_for_request(entry.not_found_code, b"", "NC")
@@ -534,11 +547,11 @@ cdef class Downstream:
             upgrade_lines = self._upgrade(entry, head.upgrade)
             if upgrade_lines is None:
                 return
-        cluster = target.cluster
+        cdef ClusterBase cluster = target.cluster
         hash_fn = entry.hash_fn
         key = hash_fn(head, self.peer) if hash_fn is not None else None
         self.hash_key = key
-        host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
+        cdef HostBase host = cluster.pick_host(key)
         if host is None:
             self._local_for_request(503, b"no healthy upstream", "UH")
             return
@@ -634,7 +647,7 @@ cdef class Downstream:
             if self.mirrors:
                 self._mirror()
 
-    cdef bint _use_host(self, object host, object cluster):
+    cdef bint _use_host(self, HostBase host, ClusterBase cluster):
         """Take the host for this attempt; False when the cluster's max_requests is reached."""
         cdef ClusterStats cst = cluster.stats
         if cst.rec != NULL:
@@ -655,11 +668,11 @@ cdef class Downstream:
         cst.s.gauge_add(cst.rq_active, 1)
         return True
 
-    cdef bint _dispatch(self, object host):
+    cdef bint _dispatch(self, HostBase host):
         """Send the request on an idle pooled connection to `host` if there is one, else open one;
         past max_connections, wait for one (Envoy's pending request). False when the request
         ended here (max_pending_requests overflow: 503)."""
-        cluster = self.target.cluster
+        cdef ClusterBase cluster = self.target.cluster
         # HTTP/2 to the host: always, or for HTTP/2 clients (use_downstream_protocol_config)
         cdef bint mux = cluster.h2 is not None and (cluster.h2_always or self.stream)
         cdef list idle = host.idle_h2 if mux else host.idle
@@ -830,7 +843,7 @@ cdef class Downstream:
     cdef _request_complete(self):
         self.req_done = True
         if self.logging:
-            self.req_end = self.w.loop_time()
+            self.req_end = _now()
         if self.mirrors:
             self._mirror()
         if self.buf and len(self.buf) > PIPELINE_LIMIT:
@@ -853,7 +866,7 @@ cdef class Downstream:
         # every try of a retried request.
         cdef double t = self.route_timeout
         if t:
-            self.route_deadline = self.w.loop_time() + t
+            self.route_deadline = _now() + t
             self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
             self.w.active.add(self)
@@ -883,7 +896,7 @@ cdef class Downstream:
             if self.attempt > 1 and self.cst is not None:
                 self.cst.s.inc(self.cst.rq_retry_success)
         self.resp_started = True
-        cdef double elapsed_ms = (self.w.loop_time() - self.req_start) * 1000.0
+        cdef double elapsed_ms = (_now() - self.req_start) * 1000.0
         cdef long svc = <long>elapsed_ms
         self._record(rh.status, False)
         self.status = rh.status
@@ -896,12 +909,12 @@ cdef class Downstream:
         if self.logging:
             self.resp = rh
             self.svc_ms = svc
-            self.resp_first = self.w.loop_time()
+            self.resp_first = _now()
             self.tx_body += len(body)
-        hcm = self.hcm
+        cdef HcmBase hcm = self.hcm
         cdef bytes extra
         if 0 <= svc < 1000:
-            extra = hcm.svc_lines[svc]
+            extra = <bytes>hcm.svc_lines[svc]
         else:
             extra = b"x-envoy-upstream-service-time: %d\r\n" % svc + hcm.server_line
         if self.attempt_resp:   # include_attempt_count_in_response
@@ -945,7 +958,7 @@ cdef class Downstream:
         self.transport.write(out + body if body else out)
 
     cdef on_response_body(self, bytes data):
-        self.last_io = self.w.now
+        self.last_io = _now()
         if self.logging:
             self.tx_body += len(data)
         if self.bridge is not None:
@@ -1003,7 +1016,7 @@ cdef class Downstream:
         cdef long long now = <long long>cyv_monotonic_ns()
         cdef long long latency = -1
         if not local_failure:
-            latency = <long long>((self.w.loop_time() - self.req_start) * 1e9)
+            latency = <long long>((_now() - self.req_start) * 1e9)
         self.table.record(self.slot, status, local_failure, latency, now, self.ewma_decay_ns)
 
     cdef _release_host(self):
@@ -1225,11 +1238,11 @@ cdef class Downstream:
         if self.seq != seq or self.closed or not self.in_req:
             return
         r = self.retry
-        cluster = self.target.cluster
+        cdef ClusterBase cluster = self.target.cluster
         key = self.hash_key
-        host = None
+        cdef HostBase host = None
         for _ in range(r.host_selection_retry_max_attempts + 1):
-            host = cluster.pick(key, True) if key is not None else cluster.pick(0, False)
+            host = cluster.pick_host(key)
             if host is None or not r.previous_hosts or host.slot not in self.tried:
                 break
         if host is None:
@@ -1251,7 +1264,7 @@ cdef class Downstream:
         self.try_idle = 0.0
         if r is None or not self.req_done or not (r.per_try_timeout or r.per_try_idle_timeout):
             return
-        cdef double now = self.w.loop_time()
+        cdef double now = _now()
         self.try_end = now + r.per_try_timeout if r.per_try_timeout else 0.0
         self.try_idle = r.per_try_idle_timeout
         self.try_io = now
@@ -1293,7 +1306,7 @@ cdef class Downstream:
             st.s.gauge_add(st.rq_active, -1)
             if 100 <= code <= 599:
                 st.s.inc(st.rq_1xx + code // 100 - 1)
-            record_time(st.s, st.rq_time, (self.w.loop_time() - self.req_start) * 1000.0)
+            record_time(st.s, st.rq_time, (_now() - self.req_start) * 1000.0)
         if self.logging:
             self._access_log()
         self.in_req = False
@@ -1309,7 +1322,7 @@ cdef class Downstream:
             self.closed = True
             self.transport.close()
             return
-        self.last_io = self.w.now
+        self.last_io = _now()
         if self.paused & P_PIPELINE:
             self._resume(P_PIPELINE)
         if self.buf:
@@ -1383,7 +1396,7 @@ cdef class Downstream:
 
     def _access_log(self):
         """Envoy's access log entry for the exchange that just ended (only when configured)."""
-        now = self.w.loop_time()
+        now = _now()
         head = self.head
         start = self.req_start if head is not None else now
         if self.local_addr is None and self.transport is not None:
@@ -1419,7 +1432,7 @@ cdef class Downstream:
 
     # ---- timeouts (checked by the worker's ticker) ----------------------------------------------
     cdef _set_deadline(self, double seconds, int kind):
-        self.deadline = self.w.loop_time() + seconds
+        self.deadline = _now() + seconds
         self.deadline_kind = kind
         self.w.active.add(self)
 
@@ -1442,7 +1455,7 @@ cdef class Downstream:
             if not self.resp_started:
                 self._record(504, True)
             self._fail(504, "upstream request timeout", "UT")
-        elif kind == C_PER_TRY_IDLE and self.w.loop_time() - self.try_io < self.try_idle:
+        elif kind == C_PER_TRY_IDLE and _now() - self.try_io < self.try_idle:
             self._next_try_deadline()   # the upstream sent something since: not idle yet
         elif kind == C_PER_TRY or kind == C_PER_TRY_IDLE:
             if self.cst is not None:
@@ -1462,7 +1475,7 @@ cdef class Downstream:
             self.st.s.inc(self.st.rq_timeout)
             self._fail(408, "request timeout", "")
         elif kind == C_STREAM_IDLE:
-            quiet = self.w.loop_time() - self.last_io
+            quiet = _now() - self.last_io
             if quiet < self.hcm.stream_idle_timeout:   # there was traffic: wait from the last byte
                 self._set_deadline(self.hcm.stream_idle_timeout - quiet, C_STREAM_IDLE)
                 return
@@ -1557,7 +1570,7 @@ cdef _reset(transport):
     transport.abort()
 
 
-cdef bint _take_connection(ClusterStats cst, object host, HostTable table):
+cdef bint _take_connection(ClusterStats cst, HostBase host, HostTable table):
     """Room for one more connection to `host` under the cluster's max_connections and the host's
     per_host_thresholds max_connections (counted across all workers). Like Envoy's pool
     (conn_pool_base.cc tryCreateNewConnection), a pool with no connection at all opens one
@@ -1581,7 +1594,7 @@ cdef bint _take_connection(ClusterStats cst, object host, HostTable table):
     return True
 
 
-cdef _release_connection(ClusterStats cst, object host, HostTable table):
+cdef _release_connection(ClusterStats cst, HostBase host, HostTable table):
     host.n_conns -= 1
     if cst.rec != NULL:
         ht_cb_release(&cst.rec.cb_connections)
@@ -1592,7 +1605,7 @@ cdef _release_connection(ClusterStats cst, object host, HostTable table):
 
 cdef _park(Upstream up):
     """An idle connection: to the first request waiting for one to its host, else to the pool."""
-    host = up.host
+    cdef HostBase host = up.host
     waiting = host.waiting
     cdef Downstream ds
     while waiting:
@@ -1600,7 +1613,7 @@ cdef _park(Upstream up):
         if ds._waiting_for(token):
             ds._send_upstream(up)
             return
-    up.idle_since = up.worker.now
+    up.idle_since = _now()
     if up.multiplexed:
         host.idle_h2.append(up)
     else:
@@ -1690,7 +1703,7 @@ cdef class Upstream:
     def data_received(self, bytes data):
         cdef Downstream ds = self.ds
         if self.state == TUNNEL and ds is not None:
-            ds.last_io = self.worker.now
+            ds.last_io = _now()
             ds.transport.write(data)
             return
         if ds is None:
@@ -1708,7 +1721,7 @@ cdef class Upstream:
     cdef _received(self, bytes data, Downstream ds):
         self.got_bytes = True
         if ds.try_idle:
-            ds.try_io = self.worker.loop_time()
+            ds.try_io = _now()
         if self.state == BODY:
             self._body(data, ds)
             return
