@@ -30,8 +30,7 @@ def render(status: int, body: bytes, server_line: bytes, extra: bytes = b"", hea
         lines += b"content-type: text/plain\r\n"
     if status < 200 or status in (204, 304):
         return build_response_head(status, lines, b"", -3, not close)
-    head = build_response_head(status, lines, b"", len(body), not close)
-    return head if head_only else head + body
+    return build_response_head(status, lines, b"", len(body), not close, None if head_only else body)
 
 
 # Envoy's Grpc::Utility::httpToGrpcStatus (grpc's doc/http-grpc-status-mapping.md)

@@ -50,6 +50,7 @@ cdef class ClusterStats:
 
 cdef class Downstream:
     cdef public object w            # the Worker
+    cdef set active                 # the worker's connections with a deadline (its ticker's set)
     cdef public HcmBase hcm         # proxy.connection_manager.Hcm
     cdef public object transport
     cdef public bytes peer

@@ -194,6 +194,7 @@ cdef class Downstream:
 
     def __init__(self, worker, hcm):
         self.w = worker
+        self.active = worker.active
         self.hcm = hcm
         self.transport = None
         self.peer = b""
@@ -304,7 +305,7 @@ cdef class Downstream:
         self._drop_exchange()
 
     cdef _drop_exchange(self):
-        self.w.active.discard(self)
+        self.active.discard(self)
         if self.counted_rq:
             self.counted_rq = False
             self.st.s.gauge_add(self.st.rq_active, -1)
@@ -886,7 +887,7 @@ cdef class Downstream:
             self.route_deadline = _recent() + t
             self.deadline = self.route_deadline
             self.deadline_kind = C_ROUTE
-            self.w.active.add(self)
+            self.active.add(self)
             if self.retry is not None:
                 self._arm_try_deadline()
         elif self.hcm.stream_idle_timeout:
@@ -970,9 +971,9 @@ cdef class Downstream:
             if body:
                 self.bridge.append(body)
             return
-        cdef bytes out = build_response_head(rh.status, headers, extra, framing, keep)
-        # one write (one syscall) for a small response whose body came with its head
-        self.transport.write(out + body if body else out)
+        # one write (one syscall, one copy) for a small response whose body came with its head
+        self.transport.write(build_response_head(rh.status, headers, extra, framing, keep,
+                                                 body if body else None))
 
     cdef on_response_body(self, bytes data):
         self.last_io = _recent()
@@ -1197,7 +1198,7 @@ cdef class Downstream:
         if grpc_status is not None and grpc_status != b"0":
             status = 503
             self.status = 503
-        self.transport.write(build_response_head(status, headers, extra, len(body), keep) + body)
+        self.transport.write(build_response_head(status, headers, extra, len(body), keep, body))
 
     def _grpc_timeout(self, RequestHead head, entry, bytes timeout_line):
         """max_stream_duration.grpc_timeout_header_max: the client's grpc-timeout is the route
@@ -1301,7 +1302,7 @@ cdef class Downstream:
         if at:
             self.deadline = at
             self.deadline_kind = kind
-            self.w.active.add(self)
+            self.active.add(self)
 
     cdef _reset_log_state(self):
         self.flags = ""
@@ -1453,13 +1454,13 @@ cdef class Downstream:
     cdef _set_deadline(self, double seconds, int kind):
         self.deadline = _now() + seconds
         self.deadline_kind = kind
-        self.w.active.add(self)
+        self.active.add(self)
 
     def on_deadline(self):
         _now()
         cdef int kind = self.deadline_kind
         self.deadline_kind = 0
-        self.w.active.discard(self)
+        self.active.discard(self)
         if self.closed:
             return
         if kind == C_HEADERS:

@@ -1780,13 +1780,16 @@ cdef tuple _STATUS_LINES = tuple(
     b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, b"Unknown")) for code in range(100, 1000))
 
 
-def build_response_head(int status, bytes headers, bytes extra, long long framing, bint keep_alive):
+def build_response_head(int status, bytes headers, bytes extra, long long framing, bint keep_alive,
+                        bytes body=None):
     """b"HTTP/1.1 <status line>\\r\\n" + headers + extra + framing + (b"" if keep_alive else
     b"Connection: close\\r\\n") + b"\\r\\n".
 
     framing: >= 0 -> Content-Length: N; -1 -> no body, written as Content-Length: 0 (a response
     without framing headers would be delimited by close); -2 -> chunked; -3 -> no framing header
     at all (1xx, 204, 304, or a body delimited by closing the connection).
+    body: bytes to follow the head in the same object (a small response written in one call
+    without a second copy), or None.
     """
     cdef char fr[48]
     cdef Py_ssize_t frn, total
@@ -1797,7 +1800,7 @@ def build_response_head(int status, bytes headers, bytes extra, long long framin
     line = <bytes>_STATUS_LINES[status - 100]
     frn = _framing(framing, True, fr)
     total = (PyBytes_GET_SIZE(line) + _buf_len(headers) + _buf_len(extra) + frn
-             + (0 if keep_alive else 19) + 2)
+             + (0 if keep_alive else 19) + 2 + _buf_len(body))
     out = PyBytes_FromStringAndSize(NULL, total)
     q = PyBytes_AS_STRING(out)
     q = _put(q, line)
@@ -1810,6 +1813,8 @@ def build_response_head(int status, bytes headers, bytes extra, long long framin
         q += 19
     q[0] = b'\r'
     q[1] = b'\n'
+    if body is not None:
+        _put(q + 2, body)
     return out
 
 
