@@ -1,8 +1,10 @@
 """Route selection: virtual host by Host, then the first matching route (Envoy's RouteConfiguration).
 
 Everything that can be decided at config load is decided here once: domains are sorted into
-Envoy's search order, header edits are pre-rendered to bytes, timeouts to header lines. Per
-request the worker calls `RouteTable.match(host, path, head)` and gets a `RouteEntry` back.
+Envoy's search order, header edits are pre-rendered to bytes, timeouts to header lines. The
+result is stored in the fast path's classes (proxy/_fastpath/routes.pyx: RouteEntry, Target,
+VirtualHostTable, RouteMatcher), which the connection manager reads per request at C speed;
+from Python, `RouteTable.match(host, path, head)` returns the same `RouteEntry`.
 """
 from __future__ import annotations
 

@@ -166,6 +166,24 @@ def test_response_carries_server_and_upstream_service_time(one):
     assert int(r.getheader("x-envoy-upstream-service-time")) >= 0
 
 
+# Envoy (configuration/http/http_conn_man/headers.rst): x-envoy-upstream-service-time is the time
+# in ms the upstream took, network included. cyvoy reads the clock once per event-loop callback:
+# these two check that the reading is this request's, on the way in and on the way back.
+def test_upstream_service_time_counts_a_slow_upstream(one):
+    up, p = one
+    r, data = get(p.port, "/delay/0.3")
+    assert data == b"delayed 0.3"
+    assert 300 <= int(r.getheader("x-envoy-upstream-service-time")) < 3000
+
+
+def test_upstream_service_time_after_an_idle_second_is_this_requests_own(one):
+    up, p = one
+    get(p.port)
+    time.sleep(1.2)     # no event reaches the connection code meanwhile
+    r, _ = get(p.port)
+    assert int(r.getheader("x-envoy-upstream-service-time")) < 1000
+
+
 def test_server_name_overrides_server_header(upstreams, proxy):
     (up,) = upstreams(1)
     p = proxy(simple_config([up.port], hcm_fields={"server_name": "edge"}), workers=1)
