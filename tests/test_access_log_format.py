@@ -458,3 +458,64 @@ def test_formatting_is_fast_enough():
         j(rec)
     per_record = (time.perf_counter() - t) / 2000
     assert per_record < 100e-6
+
+
+# --- the default format in C (proxy/_fastpath/accesslog.pyx) ----------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from proxy._fastpath.accesslog import default_line  # noqa: E402
+
+_header_value = st.one_of(st.none(), st.binary(max_size=40))
+_flag_sets = st.lists(st.sampled_from([f for f, _ in RESPONSE_FLAGS]), unique=True, max_size=4)
+
+
+def _both(start, method, path, orig_path, protocol, code, flags, rx, tx, dur, svc, xff, ua, rid,
+          authority, upstream):
+    """The general formatter's line over a LogRecord, and default_line's over the same values."""
+    req = {k: v for k, v in ((b"x-envoy-original-path", orig_path), (b"x-forwarded-for", xff),
+                             (b"user-agent", ua), (b"x-request-id", rid)) if v is not None}
+    head = method is not None       # None: no request head (a 400 before parsing)
+    rec = LogRecord(start_time=start, method=method or b"", path=(path or b"") if head else b"",
+                    authority=(authority or b"") if head else b"",
+                    protocol=protocol, request_headers=req.get if method is not None else None,
+                    response_headers=(lambda n: str(svc).encode() if n == b"x-envoy-upstream-service-time"
+                                      else None) if svc is not None else None,
+                    response_code=code, response_flags=list(flags), bytes_received=rx, bytes_sent=tx,
+                    duration_ms=dur, upstream_host=upstream)
+    general = compile_text(None)(rec)
+    fast = default_line(start, method, (orig_path or path) if method is not None else None, protocol,
+                        code, ",".join(flags), rx, tx, dur, svc,
+                        *((xff, ua, rid, authority) if method is not None else (None,) * 4), upstream)
+    return general, fast
+
+
+def test_default_line_matches_the_general_formatter_on_envoys_example():
+    general, fast = _both(T0, b"POST", b"/api/v1/locations", None, b"HTTP/2", 204, [], 154, 0, 226,
+                          100, b"10.0.35.28", b"nsq2http", b"cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2",
+                          b"locations", "tcp://10.0.2.1:80")
+    assert fast == general
+    assert fast == (b'[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/2" 204 - 154 0 226 100 '
+                    b'"10.0.35.28" "nsq2http" "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" "locations" '
+                    b'"tcp://10.0.2.1:80"\n')
+
+
+def test_default_line_escapes_control_bytes_and_orders_flags_as_the_general_formatter():
+    general, fast = _both(T0, b"GET", b"/", None, b"HTTP/1.1", 503, ["URX", "UF", "UH"], 0, 0, 5,
+                          None, b"a\tb", b"x\x7fy", b"", b"h\x01", None)
+    assert fast == general
+    assert b"a\\x09b" in fast and b'"x\\x7fy"' in fast and b" UH,UF,URX " in fast
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.floats(min_value=0, max_value=4e9, allow_nan=False), method=st.one_of(st.none(), st.binary(max_size=8)),
+       path=st.binary(max_size=30), orig=_header_value, protocol=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2"]),
+       code=st.integers(0, 599), flags=_flag_sets, rx=st.integers(0, 2**40), tx=st.integers(0, 2**40),
+       dur=st.integers(0, 2**40), svc=st.one_of(st.none(), st.integers(-1, 10**6)), xff=_header_value,
+       ua=_header_value, rid=_header_value, authority=_header_value,
+       upstream=st.one_of(st.none(), st.just(""), st.just("127.0.0.1:80"), st.just("[::1]:8080")))
+def test_default_line_equals_the_general_formatter(start, method, path, orig, protocol, code, flags, rx,
+                                                   tx, dur, svc, xff, ua, rid, authority, upstream):
+    general, fast = _both(start, method, path, orig, protocol, code, flags, rx, tx, dur, svc, xff, ua,
+                          rid, authority, upstream)
+    assert fast == general

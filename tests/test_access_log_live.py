@@ -134,3 +134,42 @@ def test_sigusr1_reopens_the_log_after_logrotate_moved_it(tmp_path, upstreams, p
     request(p.port)
     assert len(lines(log, 1)) == 1
     assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
+
+
+def test_default_format_lines_equal_the_general_formatters(tmp_path, upstreams, proxy):
+    """Envoy's default format is formatted in C (proxy/_fastpath/accesslog.pyx); the same format
+    written out as a text_format goes through the general formatter. Both logs of the same
+    requests must be the same bytes."""
+    from proxy.access_log.format import DEFAULT_FORMAT
+    from tests.harness import raw_request
+    (up,) = upstreams(1)
+    fast, general = tmp_path / "fast.log", tmp_path / "general.log"
+    cfg, hcm = logged_config([up.port], fast)
+    hcm["access_log"].append({"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(general), "log_format": {"text_format_source": {"inline_string": DEFAULT_FORMAT}}}})
+    hcm["route_config"]["virtual_hosts"][0]["routes"][0]["match"] = {"prefix": "/a"}
+    p = proxy(cfg, workers=1)
+    sent = [
+        b"POST /a/sink?x=1 HTTP/1.1\r\nHost: h1\r\nUser-Agent: ua\tone\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\nhello",
+        b"GET /a HTTP/1.1\r\nHost: h2\r\nX-Forwarded-For: 1.2.3.4, 5.6.7.8\r\nX-Request-Id: given-id\r\n"
+        b"x-envoy-original-path: /orig\r\nConnection: close\r\n\r\n",
+        b"HEAD /a/bytes/100 HTTP/1.1\r\nHost: h3\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.0\r\n\r\n",
+        # proxied (an x-request-id generated), then no route on the same connection: the second
+        # line must not show the first request's generated id
+        b"GET /a HTTP/1.1\r\nHost: h4\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: h4\r\nConnection: close\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ]
+    for data in sent:
+        raw_request(p.port, data)
+    n = 7
+    got_fast, got_general = lines(fast, n), lines(general, n)
+    assert got_fast == got_general
+    assert len(got_fast) == n
+    nowhere = DEFAULT.match(got_fast[5])
+    assert (nowhere["path"], nowhere["code"], nowhere["flags"], nowhere["rid"]) == ("/nowhere", "404", "NR", "-")
+    assert DEFAULT.match(got_fast[1])["path"] == "/orig"
+    assert DEFAULT.match(got_fast[1])["xff"] == "1.2.3.4, 5.6.7.8"
+    assert DEFAULT.match(got_fast[0])["ua"] == "ua\\x09one"     # control bytes escaped

@@ -97,6 +97,7 @@ cdef class Downstream:
     cdef public long long rx_body
     cdef public long long tx_body
     cdef public double req_end
+    cdef double log_now             # when the access log entry is made
     cdef public double resp_first
     cdef public object host
     cdef object peer_addr           # (ip, port) of the client and of our end, for access logs
@@ -162,6 +163,9 @@ cdef class Downstream:
     cdef _arm_try_deadline(self)
     cdef _next_try_deadline(self)
     cdef _set_deadline(self, double seconds, int kind)
+    cdef bytes _protocol(self)
+    cdef bytes _default_line(self)
+    cdef object _generated_request_id(self)
     cdef _pause(self, int bit)
     cdef _resume(self, int bit)
 

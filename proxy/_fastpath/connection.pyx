@@ -17,6 +17,7 @@ import logging
 from proxy import local_reply
 from proxy._fastpath.forward import upstream_request_head
 from proxy.access_log.record import LogRecord, headers_with
+from proxy._fastpath.accesslog import default_line
 from proxy.filters import Reply as FilterReply
 from proxy.shadow import shadow_head
 from proxy.config.routes import RETRY_ON_SUPPORTED
@@ -406,6 +407,7 @@ cdef class Downstream:
         self.version = head.version
         self.status = 0
         self.cst = None
+        self.upstream_head = None       # (the access log reads the x-request-id cyvoy generated)
         self.retry = None
         self.body_copy = None
         self.mirrors = None
@@ -1415,16 +1417,66 @@ cdef class Downstream:
                         extra + b"location: " + loc + b"\r\n", headers)
 
     def _access_log(self):
-        """Envoy's access log entry for the exchange that just ended (only when configured)."""
-        now = _now()
-        head = self.head
-        start = self.req_start if head is not None else now
+        """Envoy's access log entry for the exchange that just ended (only when configured):
+        each access log gets the line in Envoy's default format, formatted in C, or its own
+        format of the LogRecord; each is built only if some access log needs it."""
+        self.log_now = _now()
         if self.local_addr is None and self.transport is not None:
             self.local_addr = self.transport.get_extra_info("sockname")   # once per connection
+        logs = self.hcm.access_logs
+        if not logs.all_default:
+            logs.log_request(self._default_log_line, self._log_record)
+            return
+        try:
+            line = self._default_line()
+            for append in logs.appends:
+                append(line)
+        except Exception:
+            logs.error()
+
+    cdef bytes _protocol(self):
+        return b"HTTP/2" if self.stream else b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0"
+
+    cdef object _generated_request_id(self):
+        """The x-request-id cyvoy generated for the request in flight (None: none generated,
+        the client sent one or the request did not go upstream)."""
+        if self.head.request_id is None and self.upstream_head is not None:
+            at = self.upstream_head.find(b"\r\nx-request-id: ")
+            if at >= 0:
+                return self.upstream_head[at + 16:at + 52]
+        return None
+
+    def _default_log_line(self):
+        return self._default_line()
+
+    cdef bytes _default_line(self):
+        """The request in Envoy's default format (proxy/_fastpath/accesslog.pyx), from the same
+        values _log_record puts in a LogRecord."""
+        cdef double now = self.log_now
+        cdef RequestHead head = self.head
+        cdef double start = self.req_start if head is not None else now
+        method = path = xff = ua = rid = authority = None
+        if head is not None:
+            method, authority = head.method, head.host
+            path = head.header(b"x-envoy-original-path") or head.path
+            xff = head.header(b"x-forwarded-for")
+            ua = head.header(b"user-agent")
+            rid = self._generated_request_id()
+            if rid is None:
+                rid = head.header(b"x-request-id")
+        return default_line(self.w.wall_offset + start, method, path, self._protocol(), self.status,
+                            self.flags, self.rx_body, self.tx_body, _ms(now - start),
+                            self.svc_ms if self.resp is not None else None, xff, ua, rid, authority,
+                            self.host.label if self.host is not None else None)
+
+    def _log_record(self):
+        """The request as a LogRecord (proxy/access_log/record.py), for the other formats."""
+        cdef double now = self.log_now
+        head = self.head
+        start = self.req_start if head is not None else now
         # positional: LogRecord's field order (proxy/access_log/record.py), cheaper than keywords
         rec = LogRecord(
-            self.w.wall_offset + start, b"", b"", b"", self.hcm.scheme,
-            b"HTTP/2" if self.stream else b"HTTP/1.1" if self.version == 11 else b"HTTP/1.0",
+            self.w.wall_offset + start, b"", b"", b"", self.hcm.scheme, self._protocol(),
             None, None, None, self.status, None,
             self.flags.split(",") if self.flags else [],
             self.rx_body, self.tx_body, _ms(now - start),
@@ -1433,12 +1485,8 @@ cdef class Downstream:
             None, None, None, self.peer_addr, self.local_addr, None)
         if head is not None:
             rec.method, rec.path, rec.authority = head.method, head.path, head.host
-            added = {}
-            if head.request_id is None and self.upstream_head is not None:
-                at = self.upstream_head.find(b"\r\nx-request-id: ")
-                if at >= 0:
-                    added[b"x-request-id"] = self.upstream_head[at + 16:at + 52]
-            rec.request_headers = headers_with(head.get, added) if added else head.get
+            rid = self._generated_request_id()
+            rec.request_headers = headers_with(head.get, {b"x-request-id": rid}) if rid is not None else head.get
             if self.entry is not None:
                 rec.route_name = self.entry.name or None
         if self.resp is not None:
@@ -1448,7 +1496,7 @@ cdef class Downstream:
         if self.host is not None:
             rec.upstream_host = self.host.label
             rec.upstream_cluster = self.target.cluster.name
-        self.hcm.access_logs.log(rec)
+        return rec
 
     # ---- timeouts (checked by the worker's ticker) ----------------------------------------------
     cdef _set_deadline(self, double seconds, int kind):

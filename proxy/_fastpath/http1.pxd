@@ -24,6 +24,8 @@ cdef class RequestHead:
     cdef Py_ssize_t _raw_start
     cdef Py_ssize_t _raw_end
 
+    cdef object header(self, bytes name_lower)
+
 
 cdef class ResponseHead:
     cdef readonly int status

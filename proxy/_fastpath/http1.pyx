@@ -1120,6 +1120,10 @@ cdef class RequestHead:
         lower-case name; None if absent."""
         return _lookup(self._raw, self._raw_start, self._raw_end, name_lower, False)
 
+    cdef object header(self, bytes name_lower):
+        # get() for the fast path's own callers: a C call (name_lower: not None)
+        return _lookup(self._raw, self._raw_start, self._raw_end, name_lower, False)
+
     def get_all(self, bytes name_lower not None):
         """All values of a header of the received head, in order (a list, possibly empty)."""
         return _lookup(self._raw, self._raw_start, self._raw_end, name_lower, True)

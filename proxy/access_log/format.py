@@ -662,6 +662,12 @@ def compile_json(struct: Any, typed: bool = True, omit_empty_values: bool = Fals
                  "<access log json format>")
 
 
+def is_default_format(cfg) -> bool:
+    """Whether a model.AccessLogConfig logs in Envoy's default format, exactly as
+    compile_text(None) renders it (no format given, "-" for empty values)."""
+    return cfg.json_format is None and cfg.text_format is None and not cfg.omit_empty_values
+
+
 def formatter_for(cfg) -> Callable[[Any], bytes]:
     """The formatter of a model.AccessLogConfig: its JSON format, its text format, or Envoy's
     default format."""

@@ -3,6 +3,7 @@ the per-HTTP-connection-manager object the worker calls.
 
     logs = AccessLogs.for_hcm(hcm_cfg)     # None when the HCM has no access_log
     logs.log(record)                       # per request: format + append to the sink's buffer
+    logs.log_request(line_fn, record_fn)   # the same, from the connection manager (see there)
     logs.flush()                           # about once a second (the worker's ticker), or start()
     logs.reopen()                          # SIGUSR1, after logrotate renamed the files
     logs.close()                           # at exit: flushes what is buffered
@@ -44,7 +45,7 @@ import stat
 import time
 from typing import Any, Callable, Optional
 
-from proxy.access_log.format import formatter_for
+from proxy.access_log.format import formatter_for, is_default_format
 
 log = logging.getLogger("cyvoy.access_log")
 
@@ -283,10 +284,12 @@ def close_all() -> None:
 
 class AccessLogs:
     """The access logs of one http_connection_manager: (formatter, sink) pairs in config order."""
-    __slots__ = ("entries", "sinks", "errors", "_held", "_timer", "_last_error")
+    __slots__ = ("entries", "defaults", "all_default", "appends", "sinks", "errors", "_held",
+                 "_timer", "_last_error")
 
     def __init__(self, configs: list):
         entries: list[tuple[Callable[[Any], bytes], Callable[[bytes], None]]] = []
+        defaults: list[bool] = []
         sinks: list[Sink] = []
         try:
             for cfg in configs:
@@ -294,11 +297,17 @@ class AccessLogs:
                 sink = _acquire(cfg.path)
                 sinks.append(sink)
                 entries.append((fmt, sink.append))
+                defaults.append(is_default_format(cfg))
         except BaseException:
             for s in sinks:
                 _release(s)
             raise
         self.entries = tuple(entries)
+        # per entry: Envoy's default format, which the connection manager formats in C
+        # (proxy/_fastpath/accesslog.pyx) without building a LogRecord
+        self.defaults = tuple(defaults)
+        self.all_default = all(defaults)
+        self.appends = tuple(append for _, append in entries)
         self.sinks = tuple(dict.fromkeys(sinks))    # each once, for flush/reopen
         self._held = sinks                          # one reference per entry, for close
         self.errors = 0
@@ -318,12 +327,34 @@ class AccessLogs:
             try:
                 append(fmt(record))
             except Exception:
-                self.errors += 1
-                now = time.monotonic()
-                if now - self._last_error >= _ERROR_EVERY:
-                    self._last_error = now
-                    log.exception("access log: cannot format a request (%d errors so far)",
-                                  self.errors)
+                self.error()
+
+    def log_request(self, line_fn: Callable[[], bytes], record_fn: Callable[[], Any]) -> None:
+        """As log(), for a request the connection manager describes two ways: `line_fn()` gives
+        its line in Envoy's default format, `record_fn()` its LogRecord for the other formats.
+        Each is called at most once, and only if an entry needs it. Never raises."""
+        line = record = None
+        for (fmt, append), default in zip(self.entries, self.defaults):
+            try:
+                if default:
+                    if line is None:
+                        line = line_fn()
+                    append(line)
+                else:
+                    if record is None:
+                        record = record_fn()
+                    append(fmt(record))
+            except Exception:
+                self.error()
+
+    def error(self) -> None:
+        """Count (and now and then report) an access log line that could not be made; called
+        from an except block."""
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_error >= _ERROR_EVERY:
+            self._last_error = now
+            log.exception("access log: cannot format a request (%d errors so far)", self.errors)
 
     def flush(self) -> None:
         for s in self.sinks:
