@@ -3,8 +3,12 @@
 Drives one Downstream/Upstream pair through N keep-alive exchanges with transports that
 swallow writes, so the figure is the connection manager's own work per request (parse, route,
 pick, header building, response head): what `make bench` cannot separate from the kernel.
-    .venv/bin/python bench/micro_request.py
+    .venv/bin/python bench/micro_request.py [--access-log]
+--access-log adds an Envoy file access log in the default format (to a temporary file).
 """
+import os
+import sys
+import tempfile
 import time
 
 import uvloop
@@ -51,6 +55,7 @@ class FakeWorker:
         self.conns = set()
         self.active = set()
         self.draining = False
+        self.wall_offset = time.time() - loop.time()
 
     def count(self, name):
         pass
@@ -60,9 +65,17 @@ def host_cluster_stats(clusters):
     return next(iter(clusters.values())).stats
 
 
-def main(n=200_000):
+def main(n=200_000, access_log=None):
     from proxy.config import load_text
     text = (Path(__file__).parent / "peers" / "cyvoy.yaml").read_text()
+    if access_log:
+        text = text.replace("          stat_prefix: bench\n", (
+            "          stat_prefix: bench\n"
+            "          access_log:\n"
+            "          - name: envoy.access_loggers.file\n"
+            "            typed_config:\n"
+            '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n'
+            f"              path: {access_log}\n"), 1)
     text = text.replace("{{PROXY_PORT}}", "1").replace("{{UPSTREAM_PORT_1}}", "2").replace("{{UPSTREAM_PORT_2}}", "3")
     cfg = load_text(text)
     loop = uvloop.new_event_loop()
@@ -90,8 +103,15 @@ def main(n=200_000):
         ds.data_received(REQ)
         ds.up.data_received(RESP)
     dt = time.perf_counter() - t0
-    print(f"{dt / n * 1e6:.2f} us per request of Python glue (parse, route, pick, headers, response)")
+    what = " with the default access log" if access_log else ""
+    print(f"{dt / n * 1e6:.2f} us per request of Python glue (parse, route, pick, headers, response){what}")
+    if hcm.access_logs is not None:
+        hcm.access_logs.close()
 
 
 if __name__ == "__main__":
-    main()
+    if "--access-log" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory() as d:
+            main(access_log=os.path.join(d, "access.log"))
+    else:
+        main()
