@@ -18,7 +18,8 @@ formatter, line for line.
 import time
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcpy
+
+from proxy._fastpath.bytewriter cimport put_bytes, put_dec, put_lit
 
 from proxy.access_log.format import _FLAG_RANK, _str_bytes, escape
 
@@ -55,39 +56,12 @@ cdef bytes _s(str v):
     return <bytes>out
 
 
-cdef inline char* _put(char* q, bytes b) noexcept:
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
-    memcpy(q, PyBytes_AS_STRING(b), n)
-    return q + n
-
-
-cdef inline char* _lit(char* q, const char* s, Py_ssize_t n) noexcept nogil:
-    memcpy(q, s, n)
-    return q + n
-
-
 cdef inline char* _int(char* q, long long v) noexcept nogil:
-    # decimal, as b"%d" % v
-    cdef char tmp[24]
-    cdef int n = 0
-    cdef unsigned long long u
+    # as b"%d" % v
     if v < 0:
         q[0] = b'-'
-        q += 1
-        u = <unsigned long long>(-(v + 1)) + 1
-    else:
-        u = <unsigned long long>v
-    while True:
-        tmp[n] = <char>(48 + u % 10)
-        n += 1
-        u //= 10
-        if u == 0:
-            break
-    while n > 0:
-        n -= 1
-        q[0] = tmp[n]
-        q += 1
-    return q
+        return put_dec(q + 1, <unsigned long long>(-(v + 1)) + 1)
+    return put_dec(q, <unsigned long long>v)
 
 
 def default_line(double start_wall, method, path, bytes protocol, long long code, str flags,
@@ -126,41 +100,24 @@ def default_line(double start_wall, method, path, bytes protocol, long long code
                              + PyBytes_GET_SIZE(au) + 3 + PyBytes_GET_SIZE(h) + 2)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef char* start = PyBytes_AS_STRING(out)
-    cdef char* q = _put(start, _prefix)
+    cdef char* q = put_bytes(start, _prefix)
     q[0] = b'.'
     q[1] = <char>(48 + ms // 100)
     q[2] = <char>(48 + ms // 10 % 10)
     q[3] = <char>(48 + ms % 10)
-    q = _lit(q + 4, b'Z] "', 4)
-    q = _put(q, m)
-    q = _lit(q, b" ", 1)
-    q = _put(q, pa)
-    q = _lit(q, b" ", 1)
-    q = _put(q, pr)
-    q = _lit(q, b'" ', 2)
-    q = _int(q, code)
-    q = _lit(q, b" ", 1)
-    q = _put(q, f)
-    q = _lit(q, b" ", 1)
-    q = _int(q, rx)
-    q = _lit(q, b" ", 1)
-    q = _int(q, tx)
-    q = _lit(q, b" ", 1)
-    q = _int(q, duration_ms)
-    q = _lit(q, b" ", 1)
-    if has_svc:
-        q = _int(q, svc)
-    else:
-        q = _lit(q, b"-", 1)
-    q = _lit(q, b' "', 2)
-    q = _put(q, x)
-    q = _lit(q, b'" "', 3)
-    q = _put(q, ua)
-    q = _lit(q, b'" "', 3)
-    q = _put(q, rid)
-    q = _lit(q, b'" "', 3)
-    q = _put(q, au)
-    q = _lit(q, b'" "', 3)
-    q = _put(q, h)
-    q = _lit(q, b'"\n', 2)
+    q = put_bytes(put_lit(q + 4, b'Z] "', 4), m)
+    q = put_bytes(put_lit(q, b" ", 1), pa)
+    q = put_bytes(put_lit(q, b" ", 1), pr)
+    q = _int(put_lit(q, b'" ', 2), code)
+    q = put_bytes(put_lit(q, b" ", 1), f)
+    q = _int(put_lit(q, b" ", 1), rx)
+    q = _int(put_lit(q, b" ", 1), tx)
+    q = _int(put_lit(q, b" ", 1), duration_ms)
+    q = put_lit(q, b" ", 1)
+    q = _int(q, svc) if has_svc else put_lit(q, b"-", 1)
+    q = put_lit(q, b' "', 2)
+    cdef bytes v
+    for v in (x, ua, rid, au):
+        q = put_lit(put_bytes(q, v), b'" "', 3)
+    q = put_lit(put_bytes(q, h), b'"\n', 2)
     return out[:q - start]

@@ -11,6 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
+from proxy._fastpath.bytewriter cimport put_bytes, put_lit
 from proxy._fastpath.http1 cimport RequestHead
 
 # xoshiro256** state: fast, good enough for request ids (not for secrets); seeded from the OS
@@ -75,17 +76,6 @@ def request_id():
     cdef bytes out = PyBytes_FromStringAndSize(NULL, 36)
     _uuid4(PyBytes_AS_STRING(out))
     return out
-
-
-cdef inline char* _put(char* q, bytes b) noexcept:
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
-    memcpy(q, PyBytes_AS_STRING(b), n)
-    return q + n
-
-
-cdef inline char* _lit(char* q, const char* s, Py_ssize_t n) noexcept nogil:
-    memcpy(q, s, n)
-    return q + n
 
 
 cdef inline Py_ssize_t _len(bytes b) noexcept:
@@ -155,46 +145,46 @@ def upstream_request_head(RequestHead head not None, bytes path not None, bytes 
 
     out = PyBytes_FromStringAndSize(NULL, total)
     q = PyBytes_AS_STRING(out)
-    q = _put(q, head.method)
+    q = put_bytes(q, head.method)
     q[0] = b' '
-    q = _put(q + 1, path)
-    q = _lit(q, b" HTTP/1.1\r\nHost: ", 17)
-    q = _put(q, host)
-    q = _lit(q, b"\r\n", 2)
-    q = _put(q, headers)
+    q = put_bytes(q + 1, path)
+    q = put_lit(q, b" HTTP/1.1\r\nHost: ", 17)
+    q = put_bytes(q, host)
+    q = put_lit(q, b"\r\n", 2)
+    q = put_bytes(q, headers)
     if use_remote_address:
-        q = _lit(q, b"x-forwarded-for: ", 17)
+        q = put_lit(q, b"x-forwarded-for: ", 17)
         if xff is not None:
-            q = _put(q, xff)
+            q = put_bytes(q, xff)
             q[0] = b','
             q += 1
-        q = _put(q, peer)
-        q = _lit(q, b"\r\n", 2)
+        q = put_bytes(q, peer)
+        q = put_lit(q, b"\r\n", 2)
     elif xff is not None:
-        q = _lit(q, b"x-forwarded-for: ", 17)
-        q = _put(q, xff)
-        q = _lit(q, b"\r\n", 2)
-    q = _lit(q, b"x-forwarded-proto: ", 19)
-    q = _put(q, xfp)
-    q = _lit(q, b"\r\n", 2)
+        q = put_lit(q, b"x-forwarded-for: ", 17)
+        q = put_bytes(q, xff)
+        q = put_lit(q, b"\r\n", 2)
+    q = put_lit(q, b"x-forwarded-proto: ", 19)
+    q = put_bytes(q, xfp)
+    q = put_lit(q, b"\r\n", 2)
     if rid is not None:
-        q = _lit(q, b"x-request-id: ", 14)
-        q = _put(q, rid)
-        q = _lit(q, b"\r\n", 2)
+        q = put_lit(q, b"x-request-id: ", 14)
+        q = put_bytes(q, rid)
+        q = put_lit(q, b"\r\n", 2)
     elif gen:
-        q = _lit(q, b"x-request-id: ", 14)
+        q = put_lit(q, b"x-request-id: ", 14)
         q = _uuid4(q)
-        q = _lit(q, b"\r\n", 2)
-    q = _put(q, extra)
+        q = put_lit(q, b"\r\n", 2)
+    q = put_bytes(q, extra)
     if head.chunked:
-        q = _lit(q, b"Transfer-Encoding: chunked\r\n", 28)
+        q = put_lit(q, b"Transfer-Encoding: chunked\r\n", 28)
     elif cl >= 0:
-        q = _lit(q, b"Content-Length: ", 16)
+        q = put_lit(q, b"Content-Length: ", 16)
         v = <unsigned long long>cl
         for i in range(digits - 1, -1, -1):
             q[i] = <char>(48 + v % 10)
             v //= 10
         q += digits
-        q = _lit(q, b"\r\n", 2)
-    q = _lit(q, b"\r\n", 2)
+        q = put_lit(q, b"\r\n", 2)
+    q = put_lit(q, b"\r\n", 2)
     return out

@@ -33,6 +33,8 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy, memchr
 from libc.limits cimport LLONG_MAX
 
+from proxy._fastpath.bytewriter cimport put_dec
+
 cdef extern from "Python.h":
     # Raw-pointer variants: the chunked decoder over-allocates its output once and shrinks it.
     PyObject* _bytes_new_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
@@ -1675,17 +1677,7 @@ cdef inline char* _put(char* q, object b):
 
 cdef inline Py_ssize_t _fmt_dec(unsigned long long v, char* out) noexcept nogil:
     # decimal digits of v into out; returns the length
-    cdef char tmp[24]
-    cdef Py_ssize_t n = 0, k
-    while True:
-        tmp[n] = <char>(0x30 + v % 10)
-        n += 1
-        v //= 10
-        if v == 0:
-            break
-    for k in range(n):
-        out[k] = tmp[n - 1 - k]
-    return n
+    return put_dec(out, v) - out
 
 
 cdef inline Py_ssize_t _framing(long long framing, bint response, char* out) except -1:
