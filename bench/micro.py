@@ -495,6 +495,30 @@ def _target_form(method, target):
     return path, auth
 
 
+def _fields(buf, eol, max_head_bytes, version, response, strip_envoy, drop, too_many):
+    """The header section after the start line ending at `eol`: (fields, forwarded lines, their
+    names, end of the head), or None while incomplete. `too_many`: the statuses for more than
+    MAX_HEADERS fields (_too_many)."""
+    hs = eol + 2
+    end = buf.find(b"\r\n\r\n", eol)
+    f = _Fields()
+    fwd = []
+    names = []
+    if end < 0 or end + 4 - hs > max_head_bytes:
+        _incomplete_section(buf, hs, max_head_bytes, version, response, strip_envoy, drop, f)
+        return None
+    lines = buf[hs:end].split(b"\r\n") if end > eol else []
+    # one regex pass validates every field line (token name, colon, field-value bytes, CRLF:
+    # no bare CR or LF, no obs-fold, no whitespace before the colon); on failure the lines
+    # are walked one by one to report the first error in order
+    ok = _FIELD_BLOCK_RE.fullmatch(buf, hs, end + 2) is not None
+    if len(lines) > MAX_HEADERS:
+        _header_section(lines[:MAX_HEADERS], ok, version, response, strip_envoy, drop, f, fwd, names)
+        _too_many(lines[MAX_HEADERS], *too_many)
+    _header_section(lines, ok, version, response, strip_envoy, drop, f, fwd, names)
+    return f, fwd, names, end + 4
+
+
 def py_parse_request(buf, offset, max_head_bytes, strip_envoy):
     """Pure-Python parse_request: same contract (RequestHead-like object, None while
     incomplete, HttpError with the same status on invalid input)."""
@@ -528,25 +552,10 @@ def py_parse_request(buf, offset, max_head_bytes, strip_envoy):
     path, authority = _target_form(method, target)
     version = _version(version)
 
-    hs = eol + 2
-    end = buf.find(b"\r\n\r\n", eol)
-    drop = _REQ_DROP
-    f = _Fields()
-    fwd = []
-    names = []
-    if end < 0 or end + 4 - hs > max_head_bytes:
-        _incomplete_section(buf, hs, max_head_bytes, version, False, strip_envoy, drop, f)
+    section = _fields(buf, eol, max_head_bytes, version, False, strip_envoy, _REQ_DROP, (431, 400))
+    if section is None:
         return None
-    lines = buf[hs:end].split(b"\r\n") if end > eol else []
-    # one regex pass validates every field line (token name, colon, field-value bytes, CRLF:
-    # no bare CR or LF, no obs-fold, no whitespace before the colon); on failure the lines
-    # are walked one by one to report the first error in order
-    ok = _FIELD_BLOCK_RE.fullmatch(buf, hs, end + 2) is not None
-    if len(lines) > MAX_HEADERS:
-        _header_section(lines[:MAX_HEADERS], ok, version, False, strip_envoy, drop, f, fwd, names)
-        _too_many(lines[MAX_HEADERS], 431, 400)
-    _header_section(lines, ok, version, False, strip_envoy, drop, f, fwd, names)
-    head_end = end + 4
+    f, fwd, names, head_end = section
 
     count = f.count
     if version == 11 and not count[H_HOST]:
@@ -618,25 +627,11 @@ def py_parse_response(buf, offset, max_head_bytes):
     else:
         raise HttpError(502, "malformed status line")
 
-    hs = eol + 2
-    end = buf.find(b"\r\n\r\n", eol)
-    drop = _RESP_DROP_101 if status == 101 else _RESP_DROP
-    f = _Fields()
-    fwd = []
-    names = []
-    if end < 0 or end + 4 - hs > max_head_bytes:
-        _incomplete_section(buf, hs, max_head_bytes, version, True, False, drop, f)
+    section = _fields(buf, eol, max_head_bytes, version, True, False,
+                      _RESP_DROP_101 if status == 101 else _RESP_DROP, (502, 502))
+    if section is None:
         return None
-    lines = buf[hs:end].split(b"\r\n") if end > eol else []
-    # one regex pass validates every field line (token name, colon, field-value bytes, CRLF:
-    # no bare CR or LF, no obs-fold, no whitespace before the colon); on failure the lines
-    # are walked one by one to report the first error in order
-    ok = _FIELD_BLOCK_RE.fullmatch(buf, hs, end + 2) is not None
-    if len(lines) > MAX_HEADERS:
-        _header_section(lines[:MAX_HEADERS], ok, version, True, False, drop, f, fwd, names)
-        _too_many(lines[MAX_HEADERS], 502, 502)
-    _header_section(lines, ok, version, True, False, drop, f, fwd, names)
-    head_end = end + 4
+    f, fwd, names, head_end = section
 
     r = PyResponseHead()
     r.status = status
